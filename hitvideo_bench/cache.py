@@ -1,0 +1,50 @@
+"""Content-addressed cache of trained components (tokenizers, generators, probes).
+
+A trained component lives in ``<cache root>/<kind>/<name>-<hash>/`` where the hash covers its
+resolved config, its training data identity and its seed. A later recipe that needs the same
+component finds it there instead of training again. The folder is complete once it holds the
+``COMPLETE`` marker (written last, atomically); an incomplete folder holds a resumable checkpoint.
+
+The root is ``$HITBENCH_CACHE`` if set, else ``~/.cache/hitbench``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .io import read_json, write_json
+
+MARKER = "COMPLETE"
+
+
+def cache_root() -> Path:
+    """Where trained components are cached."""
+    return Path(os.environ.get("HITBENCH_CACHE") or Path.home() / ".cache" / "hitbench")
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """Hash of a JSON-able object that does not depend on key order."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def component_dir(kind: str, name: str, identity: dict[str, Any]) -> Path:
+    """The cache folder of a component identified by ``identity`` (config, data, seed, versions)."""
+    return cache_root() / kind / f"{name}-{stable_hash(identity)}"
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / MARKER).exists()
+
+
+def mark_complete(path: Path, summary: dict[str, Any]) -> None:
+    """Record that the component in ``path`` is fully trained; ``summary`` is kept beside it."""
+    write_json(Path(path) / MARKER, summary)
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    return read_json(Path(path) / MARKER)

@@ -1,0 +1,270 @@
+"""Base classes every component builds on: configs with presets, and the small protocols of each kind.
+
+Kinds: ``tokenizer``, ``codec``, ``generator``, ``metric``, ``dataset``. A component class has a
+``Config`` attribute (a :class:`ComponentConfig` subclass) and is constructed as
+``cls(config, **dependencies)``. Presets are data: ``Config.presets = {"tiny": {...}, ...}``.
+
+Tokenizers and codecs share the :class:`Compressor` protocol (video in, reconstruction and bits
+out), so one reconstruction table can hold both.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torchmetrics import Metric
+
+from .errors import ShapeError
+from .tokens import TokenPyramid
+
+KINDS = ("tokenizer", "codec", "generator", "metric", "dataset")
+PRESETS = ("tiny", "small", "paper")
+Preset = Literal["tiny", "small", "paper"]
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``over`` onto a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class ComponentConfig(BaseModel):
+    """Typed, strict config of one component. Unknown keys are errors, never silent defaults.
+
+    Subclasses declare fields with defaults and a ``presets`` table of overrides per scale.
+    ``version`` is recorded in every result; bump it when a change alters results.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    preset: Preset = "tiny"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, overrides: Mapping[str, Any] | None = None):
+        """Build the config of ``preset`` (default ``tiny``) with ``overrides`` merged on top."""
+        preset = preset or "tiny"
+        data = deep_merge(cls.presets.get(preset, {}), overrides or {})
+        data["preset"] = preset
+        return cls.model_validate(data)
+
+
+class EmptyConfig(ComponentConfig):
+    """Config of a component with no settings beyond its preset."""
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+
+
+class VideoDataset(torch.utils.data.Dataset, ABC):
+    """A split of captioned clips. Items: ``{video: float32 (3,T,H,W) in [0,1], caption: str, attrs: dict}``."""
+
+    Config: ClassVar[type[ComponentConfig]]
+
+    def __init__(self, config: ComponentConfig, split: str = "train"):
+        self.config = config
+        self.split = split
+
+    @property
+    @abstractmethod
+    def clip_shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)`` of every clip."""
+
+    @property
+    def fps(self) -> float:
+        return float(getattr(self.config, "fps", 8.0))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this data unique (for cache keys): config plus split, plus file stats if any."""
+        return {"class": type(self).__qualname__, "config": self.config.model_dump(), "split": self.split}
+
+
+# --------------------------------------------------------------------------------------------
+# compressors: tokenizers and codecs
+
+
+@dataclass
+class Compressed:
+    """Result of compressing a batch: reconstruction, bits per clip and what was counted."""
+
+    reconstruction: torch.Tensor  # (B, 3, T, H, W) in [0, 1]
+    bits: torch.Tensor  # (B,) float64, bits actually spent per clip
+    pyramid: TokenPyramid | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Compressor(Protocol):
+    """Video in, reconstruction and bits out."""
+
+    def compress(self, video: torch.Tensor) -> Compressed: ...
+
+
+class Codec(ABC):
+    """A classical codec baseline: a bitstream and its size, no tokens."""
+
+    Config: ClassVar[type[ComponentConfig]]
+
+    def __init__(self, config: ComponentConfig):
+        self.config = config
+
+    @abstractmethod
+    def compress(self, video: torch.Tensor) -> Compressed:
+        """Encode and decode ``video`` (B,3,T,H,W) in [0,1]; ``bits`` counts the bitstream."""
+
+    def check_shape(self, frames: int, height: int, width: int) -> None:
+        """Raise :class:`ShapeError` for a clip shape this codec cannot take."""
+        if height % 2 or width % 2:
+            raise ShapeError(f"{type(self).__name__}: yuv420p needs even height and width, got {height}x{width}")
+
+
+class Tokenizer(torch.nn.Module, ABC):
+    """A video tokenizer: encode to a :class:`TokenPyramid`, decode from the top ``k`` layers.
+
+    Subclasses implement :meth:`token_grid_shapes` (no compute), :attr:`codebook_sizes`,
+    :meth:`encode` and :meth:`decode`. Trainable tokenizers also implement :meth:`fit`.
+    """
+
+    Config: ClassVar[type[ComponentConfig]]
+
+    def __init__(self, config: ComponentConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    @abstractmethod
+    def codebook_sizes(self) -> list[int]:
+        """Per-layer codebook sizes, densest layer first."""
+
+    @abstractmethod
+    def token_grid_shapes(self, frames: int, height: int, width: int) -> list[tuple[int, int, int]]:
+        """Per-layer ``(t, h, w)`` token grids for a clip of that shape; raises :class:`ShapeError`."""
+
+    @abstractmethod
+    def encode(self, video: torch.Tensor) -> TokenPyramid:
+        """``(B,3,T,H,W)`` in [0,1] -> tokens."""
+
+    @abstractmethod
+    def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
+        """Tokens -> ``(B,3,T,H,W)`` in [0,1], from the ``layers`` coarsest layers (all if None)."""
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether :meth:`fit` does something (the runner trains and caches it)."""
+        return type(self).fit is not Tokenizer.fit
+
+    def check_shape(self, frames: int, height: int, width: int) -> None:
+        """Raise :class:`ShapeError` for a clip shape this tokenizer cannot take."""
+        self.token_grid_shapes(frames, height, width)
+
+    def fit(self, dataset: VideoDataset, *, workdir: Path, device: torch.device, seed: int,
+            progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
+        """Train on ``dataset``; checkpoints go to ``workdir`` and training resumes from there.
+
+        ``eval_fn(step)`` may be called every ``config.train.eval_every`` steps (for curves).
+        Returns a summary (losses, steps, what was on/off, e.g. LPIPS unavailable).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    def save_pretrained(self, path: Path) -> None:
+        """Save weights (safetensors) and the resolved config so :func:`load_tokenizer` rebuilds it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    @torch.no_grad()
+    def compress(self, video: torch.Tensor, layers: int | None = None) -> Compressed:
+        """Encode, count nominal bits, decode (from the top ``layers`` only, if given)."""
+        pyramid = self.encode(video)
+        bits = pyramid.nominal_bits() + self.side_info_bits(pyramid)
+        return Compressed(self.decode(pyramid, layers=layers).clamp(0, 1), bits, pyramid,
+                          {"counted": "tokens x log2(codebook) per layer" + self.side_info_note()})
+
+    def side_info_bits(self, pyramid: TokenPyramid) -> torch.Tensor:
+        """Extra bits per clip beyond the tokens (e.g. which tokens were masked). Zero by default."""
+        return torch.zeros(pyramid.batch_size, dtype=torch.float64)
+
+    def side_info_note(self) -> str:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# generators
+
+
+class Generator(torch.nn.Module, ABC):
+    """A text-to-video token generator over a tokenizer's pyramid."""
+
+    Config: ClassVar[type[ComponentConfig]]
+
+    def __init__(self, config: ComponentConfig, tokenizer: Tokenizer):
+        super().__init__()
+        self.config = config
+        self.tokenizer_shapes = None
+
+    @abstractmethod
+    def sample(self, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, **kwargs) -> TokenPyramid:
+        """Sample one pyramid per prompt."""
+
+    def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
+            seed: int, progress: bool = True) -> dict[str, Any]:
+        """Train on tokenized clips and their captions; resumable from ``workdir``."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+
+#: Inputs a metric may ask for, by name, in ``inputs``:
+#:   pred      (B,3,T,H,W) in [0,1]: reconstruction or generated video
+#:   target    (B,3,T,H,W) in [0,1]: the reference clip (for generation: real clips of the eval split)
+#:   bits      (B,) float64 bits spent per clip
+#:   pixels    (B,) float64 pixels (T*H*W) per clip
+#:   pyramid   TokenPyramid of the batch (tokenizers only)
+#:   captions  list[str], the prompt / caption of each clip
+#:   attrs     list[dict], ground-truth attributes of each clip (synthetic data only)
+METRIC_INPUTS = ("pred", "target", "bits", "pixels", "pyramid", "captions", "attrs")
+
+#: Stages a metric can serve: reconstruction (pred = tokenizer/codec output, target = input)
+#: and generation (pred = generated clips, target = real clips, captions = prompts).
+METRIC_STAGES = ("reconstruction", "generation")
+
+
+class BenchMetric(Metric):
+    """A torchmetrics metric that also says which inputs it needs and where it applies.
+
+    Implement ``update`` (taking the names in ``inputs`` as keyword arguments) and ``compute``
+    (a scalar tensor, or a dict of named scalars that the runner reports as ``metric/key``).
+    Declare state with ``add_state(..., dist_reduce_fx=...)`` so it merges across processes.
+    A metric whose pretrained weights are missing raises :class:`WeightsUnavailable` from its
+    constructor; the runner then reports ``unavailable: <hint>`` instead of a number.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = EmptyConfig
+    inputs: ClassVar[tuple[str, ...]] = ("pred", "target")
+    stages: ClassVar[tuple[str, ...]] = ("reconstruction",)
+    higher_is_better: ClassVar[bool | None] = None
+    full_state_update: ClassVar[bool] = False
+
+    def __init__(self, config: ComponentConfig | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if config is not None else self.Config.from_preset()
+
+    def provenance(self) -> dict[str, Any]:
+        """What a reader needs to compare this value with another table's (extractor, checksum, ...)."""
+        return {}

@@ -1,0 +1,91 @@
+"""Every extension point of hitvideo-bench. This module is the plugin reference.
+
+A plugin is a module (found through the ``hitbench`` entry-point group, or named with
+``-p MODULE``) that implements some of these hooks with ``@hitvideo_bench.hookimpl``.
+Hooks are called with keyword arguments; an implementation may accept a subset of them, so a
+new argument never breaks an existing plugin. A plugin whose implementation names an argument a
+hook does not have, or a hook that does not exist, is rejected at registration with the plugin
+and the hook named.
+
+Phases:
+
+1. registration -- :func:`hitbench_register_components`: add tokenizers, codecs, generators,
+   metrics and datasets to the catalog by name. Register a ``"module:Class"`` string so heavy
+   imports (torch models, transformers) happen only when the component is created.
+2. recipe -- :func:`hitbench_recipe_loaded`: inspect or adjust a loaded recipe before it is
+   validated against the catalog.
+3. execution -- :func:`hitbench_run_start`, :func:`hitbench_run_finished`: observe each run
+   (variant x seed), e.g. to log to an experiment tracker.
+4. report -- :func:`hitbench_report_written`: post-process the finished tables and plots.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .catalog import Catalog
+
+PROJECT = "hitbench"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------- registration
+
+
+@hookspec
+def hitbench_register_components(catalog: Catalog) -> None:
+    """Add components to ``catalog`` with :meth:`Catalog.add`.
+
+    Example::
+
+        @hookimpl
+        def hitbench_register_components(catalog):
+            catalog.add("tokenizer", "my-tok", "my_pkg.model:MyTokenizer",
+                        description="8x8x8 FSQ tokenizer", version="1")
+
+    The target (a class, or a ``"module:attr"`` string loaded lazily) must be a subclass of the
+    base class of its kind in :mod:`hitvideo_bench.components` and carry a ``Config`` class.
+    Registering a name that another plugin already registered for the same kind is an error that
+    names both plugins.
+    """
+
+
+# ---------------------------------------------------------------------------------- recipe
+
+
+@hookspec
+def hitbench_recipe_loaded(recipe: dict[str, Any], path: Path) -> None:
+    """Called with the raw recipe mapping (after ``extends`` and ``--set``), before validation.
+
+    Implementations may modify ``recipe`` in place (e.g. to inject site defaults).
+    """
+
+
+# ---------------------------------------------------------------------------------- execution
+
+
+@hookspec
+def hitbench_run_start(recipe: str, variant: str, seed: int, config: dict[str, Any], run_dir: Path) -> None:
+    """A run (one variant with one seed) is about to start in ``run_dir``."""
+
+
+@hookspec
+def hitbench_run_finished(recipe: str, variant: str, seed: int, metrics: pd.DataFrame, run_dir: Path) -> None:
+    """A run finished; ``metrics`` holds its tidy rows (recipe, variant, seed, metric, value, ...)."""
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+@hookspec
+def hitbench_report_written(results: pd.DataFrame, out_dir: Path, files: list[Path]) -> None:
+    """Tables and plots of a recipe were written to ``out_dir`` (``files`` lists them)."""

@@ -1,0 +1,120 @@
+"""The pluggy plugin manager: built-ins and third-party plugins from the ``hitbench`` entry-point group.
+
+Built-in components register through the same entry-point group a third-party plugin uses.
+``-p MODULE`` loads one more plugin module by import name; ``-p no:NAME`` blocks a plugin (entry
+point name or module name). A plugin that fails to import or register is reported by name with
+its error, and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .catalog import Catalog
+from .errors import BadInput
+
+ENTRY_POINT_GROUP = "hitbench"
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    error: str
+
+
+@dataclass
+class Plugins:
+    """A loaded plugin manager, the catalog it filled, and what failed on the way."""
+
+    pm: pluggy.PluginManager
+    catalog: Catalog
+    failures: list[PluginFailure] = field(default_factory=list)
+    info: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin -> (dist, version)
+
+
+def _parse_plugin_args(args: Sequence[str]) -> tuple[list[str], set[str]]:
+    extra, blocked = [], set()
+    for arg in args:
+        if arg.startswith("no:"):
+            blocked.add(arg[3:])
+        else:
+            extra.append(arg)
+    return extra, blocked
+
+
+def load_plugins(plugin_args: Sequence[str] = (), *, entry_points: bool = True) -> Plugins:
+    """Build a plugin manager: entry points, then ``-p`` modules; blocked names are skipped."""
+    extra, blocked = _parse_plugin_args(plugin_args)
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    plugins = Plugins(pm, Catalog())
+    for name in blocked:
+        pm.set_blocked(name)
+
+    candidates: list[tuple[str, str, str, str]] = []  # (plugin name, module, dist, version)
+    if entry_points:
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            candidates.append((ep.name, ep.value, dist, version))
+    for module in extra:
+        candidates.append((module, module, "-p", "local"))
+
+    for name, module_name, dist, version in candidates:
+        if name in blocked or module_name in blocked or pm.is_blocked(name):
+            continue
+        try:
+            module = importlib.import_module(module_name.partition(":")[0])
+            pm.register(module, name=name)
+        except ModuleNotFoundError as exc:
+            if dist == "-p" and exc.name == module_name.split(".")[0]:
+                raise BadInput(f"-p {module_name}: no module named {module_name!r} (is it installed, or on "
+                               f"PYTHONPATH?)") from None
+            plugins.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
+            continue
+        except Exception as exc:  # a broken plugin must not take the others down
+            plugins.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
+            continue
+        plugins.info[name] = (dist, version)
+
+    for impl in pm.hook.hitbench_register_components.get_hookimpls():
+        name = impl.plugin_name
+        plugins.catalog._current_plugin = (name, *plugins.info.get(name, ("?", "?")))
+        try:
+            impl.function(catalog=plugins.catalog)
+        except BadInput:
+            raise
+        except Exception as exc:
+            plugins.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
+    plugins.catalog._current_plugin = ("?", "?", "?")
+    for failure in plugins.failures:
+        warnings.warn(f"hitbench plugin {failure.name!r} failed to load: {failure.error}", stacklevel=2)
+    return plugins
+
+
+_DEFAULT: Plugins | None = None
+_DEFAULT_ARGS: tuple[str, ...] = ()
+
+
+def get_plugins(plugin_args: Sequence[str] | None = None) -> Plugins:
+    """The process-wide plugins (built once; rebuilt when ``plugin_args`` differ)."""
+    global _DEFAULT, _DEFAULT_ARGS
+    args = tuple(plugin_args) if plugin_args is not None else _DEFAULT_ARGS
+    if _DEFAULT is None or args != _DEFAULT_ARGS:
+        _DEFAULT = load_plugins(args)
+        _DEFAULT_ARGS = args
+    return _DEFAULT
+
+
+def get_catalog() -> Catalog:
+    """The catalog of the process-wide plugins."""
+    return get_plugins().catalog

@@ -1,0 +1,42 @@
+"""The built-in components, registered through the ``hitbench`` entry-point group like any plugin."""
+
+from hitvideo_bench import hookimpl
+
+_P = "hitbench_builtin"
+
+BUILTINS = [
+    # kind, name, target, description
+    ("dataset", "synthetic-shapes", f"{_P}.datasets.synthetic:SyntheticShapes",
+     "captioned clips of coloured shapes moving on backgrounds, generated from a seed (no files)"),
+    ("dataset", "video-folder", f"{_P}.datasets.video_folder:VideoFolder",
+     "real video files (mp4, webm, mkv, mov, avi) read with PyAV, resampled, cropped, captioned"),
+    ("codec", "x264", f"{_P}.codecs.pyav:X264Codec", "H.264 (libx264) through PyAV, bare bitstream counted"),
+    ("codec", "x265", f"{_P}.codecs.pyav:X265Codec", "HEVC (libx265) through PyAV, bare bitstream counted"),
+    ("codec", "svtav1", f"{_P}.codecs.pyav:SvtAv1Codec", "AV1 (SVT-AV1) through PyAV, bare bitstream counted"),
+    ("metric", "psnr", f"{_P}.metrics.pixel:PSNR", "mean over frames of per-frame PSNR, data range 1"),
+    ("metric", "ssim", f"{_P}.metrics.pixel:SSIM", "mean over frames of SSIM (gaussian 11, sigma 1.5)"),
+    ("metric", "ms-ssim", f"{_P}.metrics.pixel:MSSSIM", "MS-SSIM per frame; fewer scales on small frames"),
+    ("metric", "bpp", f"{_P}.metrics.rate:BitsPerPixel", "bits spent per pixel (tokens x log2 codebook, or bitstream)"),
+    ("metric", "bpp-entropy", f"{_P}.metrics.rate:EntropyBitsPerPixel",
+     "empirical (order-0) entropy of each layer's tokens per pixel: what an ideal entropy coder spends"),
+    ("metric", "codebook", f"{_P}.metrics.rate:CodebookStats", "per-layer codebook usage and perplexity"),
+    ("metric", "lpips", f"{_P}.metrics.lpips_metric:LPIPS", "LPIPS (AlexNet default, or VGG), frames in [-1, 1]"),
+    ("metric", "fvd", f"{_P}.metrics.fvd:FVD", "Frechet video distance on I3D (Kinetics-400) features"),
+    ("metric", "clipsim", f"{_P}.metrics.clipsim:CLIPSim", "CLIP ViT-B/32 prompt-frame cosine similarity, [0, 1] scale"),
+    ("metric", "probe-fd", f"{_P}.metrics.probe:ProbeFD", "Frechet distance of a suite-trained video probe's features"),
+    ("metric", "prompt-acc", f"{_P}.metrics.probe:PromptAccuracy",
+     "share of generated clips whose probe-predicted attributes match the prompt"),
+    ("tokenizer", "hitvideo", f"{_P}.tokenizers.hitvideo:HiTVideoTokenizer",
+     "causal 3D VAE with hierarchical LFQ codebooks (HiTVideo)"),
+    ("tokenizer", "single-layer", f"{_P}.tokenizers.hitvideo:SingleLayerTokenizer",
+     "the same causal 3D VAE with one dense LFQ layer (MAGVIT-v2 style baseline)"),
+    ("generator", "ar-llama", f"{_P}.generators.ar_llama:ARLlamaGenerator",
+     "Llama-style AR transformer over coarse-to-fine token pyramids with 3D RoPE and CFG"),
+]
+
+
+@hookimpl
+def hitbench_register_components(catalog):
+    """Register every built-in component by lazy ``module:Class`` target."""
+    for kind, name, target, description in BUILTINS:
+        catalog.add(kind, name, target, description=description)

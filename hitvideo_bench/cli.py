@@ -1,0 +1,165 @@
+"""The ``hitbench`` command.
+
+Exit codes: 0 ok, 1 a run failed, 2 bad input (recipe, arguments, data). Errors print one line
+per problem, ``file:line: path.to.field: message``, without a traceback unless
+``HITBENCH_FULL_ERROR=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import BadInput, HitbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors are bad input too: exit 2, short
+        self.print_usage(sys.stderr)
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hitbench", description="Benchmark video tokenizers and text-to-video generators.")
+    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="NAME",
+                        help="load plugin module NAME (by import name), or 'no:NAME' to disable one")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train and measure the variants of a recipe")
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe field (dotted path; value read as YAML)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--resume", dest="resume", action="store_true", default=True,
+                      help="reuse finished runs (default)")
+    mode.add_argument("--fresh", dest="resume", action="store_false", help="re-run every variant")
+    run.add_argument("--no-cache", dest="use_cache", action="store_false",
+                     help="retrain components even when the component cache has them")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    val = sub.add_parser("validate", help="check a recipe without training: schema, names, sweep, shapes")
+    val.add_argument("recipe", type=Path)
+    val.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+
+    ls = sub.add_parser("ls", help="list components and the plugin providing each")
+    ls.add_argument("kind", nargs="?", help="tokenizer, codec, generator, metric or dataset")
+
+    table = sub.add_parser("table", help="re-render the tables and plots of a finished run")
+    table.add_argument("results_dir", type=Path)
+
+    weights = sub.add_parser("weights", help="pretrained weights the metrics need: where, present or missing")
+    weights.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
+                         help="verify a downloaded weight file and put it where the code looks")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from .recipe import load_recipe
+    from .runner import RunOptions, run_recipe
+
+    resolved = load_recipe(args.recipe, args.sets)
+    progress = not args.quiet and sys.stderr.isatty()
+    result = run_recipe(resolved, RunOptions(out=args.out, resume=args.resume, device=args.device,
+                                             progress=progress, use_cache=args.use_cache))
+    print((result.out_dir / "table.md").read_text(encoding="utf-8"))
+    if result.reused:
+        print(f"reused finished runs: {', '.join(result.reused)}")
+    print(f"results: {result.out_dir}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import torch
+
+    from .manager import get_catalog
+    from .recipe import load_recipe
+
+    resolved = load_recipe(args.recipe, args.sets)
+    catalog = get_catalog()
+    print(f"{resolved.path}: ok: recipe {resolved.name!r}, scale {resolved.recipe.scale}, "
+          f"{len(resolved.variants)} variant(s) x {len(resolved.recipe.seeds)} seed(s)")
+    for variant in resolved.variants:
+        spec = variant.spec
+        shape = "x".join(map(str, variant.clip_shape or ()))
+        print(f"  {variant.name}: dataset {spec.dataset.name} ({spec.dataset.preset}, clips {shape})")
+        for field in ("tokenizer", "codec"):
+            ref = getattr(spec, field)
+            if ref is None:
+                continue
+            with torch.device("meta"):
+                component = catalog.create(field, ref.name, preset=ref.preset, overrides=ref.config)
+            line = f"    {field} {ref.name} ({ref.preset})"
+            if isinstance(component, torch.nn.Module):
+                params = sum(p.numel() for p in component.parameters())
+                grids = component.token_grid_shapes(*variant.clip_shape)
+                line += (f": {params / 1e6:.2f} M parameters, tokens per layer "
+                         + ", ".join("x".join(map(str, g)) for g in grids))
+            print(line)
+        if spec.generator is not None:
+            print(f"    generator {spec.generator.name} ({spec.generator.preset})")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from .manager import get_plugins
+
+    plugins = get_plugins()
+    specs = plugins.catalog.specs(args.kind)
+    rows = [(s.kind, s.name, f"{s.distribution} {s.dist_version}", s.description) for s in specs]
+    widths = [max([len(r[i]) for r in rows] + [4]) for i in range(3)]
+    print(f"{'kind':<{widths[0]}}  {'name':<{widths[1]}}  {'provided by':<{widths[2]}}  description")
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+    for failure in plugins.failures:
+        print(f"plugin {failure.name!r} failed to load: {failure.error}", file=sys.stderr)
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report import rerender
+
+    files = rerender(args.results_dir)
+    print((args.results_dir / "table.md").read_text(encoding="utf-8"))
+    print("wrote: " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from . import weights
+
+    if args.import_file is not None:
+        info = weights.import_file(args.import_file)
+        print(f"imported {args.import_file} as {info.name}: {info.path}")
+        return 0
+    print(weights.format_table())
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "table": cmd_table, "weights": cmd_weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hitbench`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        from .manager import get_plugins
+
+        get_plugins(args.plugins)
+        return COMMANDS[args.command](args)
+    except HitbenchError as exc:
+        if os.environ.get("HITBENCH_FULL_ERROR") == "1":
+            traceback.print_exc()
+        print(f"hitbench: error: {exc}" if "\n" not in str(exc) else f"hitbench: error:\n{exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hitbench: interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The typed recipe schema. Unknown fields are errors (a typo must never become a default).
+
+A recipe names components only by catalog name; component configs are validated against each
+component's own ``Config`` when the recipe is resolved (see :mod:`hitvideo_bench.recipe.resolve`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..components import Preset
+
+RECIPE_VERSION = 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ComponentRef(Strict):
+    """A component by catalog name; ``preset`` defaults to the recipe's ``scale``."""
+
+    name: str
+    preset: Preset | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetRef(ComponentRef):
+    """The data of a variant: which splits train and evaluate, and how many clips are evaluated."""
+
+    train_split: str = "train"
+    eval_split: str = "val"
+    eval_clips: int = Field(8, ge=1)
+
+
+class GenerationEval(Strict):
+    """How generated clips are sampled and scored."""
+
+    metrics: list[str] = Field(default_factory=list)
+    num_samples: int | None = Field(None, ge=1, description="default: the dataset's eval_clips")
+    cfg_scale: float = Field(3.0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    nll: bool = True
+    sample_sheet: bool = True
+
+
+class EvaluateSpec(Strict):
+    """What is measured for a variant."""
+
+    batch_size: int = Field(4, ge=1)
+    compression: bool = False
+    reconstruction: list[str] = Field(default_factory=list)
+    layers: list[int] | Literal["all"] = Field(default_factory=list)
+    curve: list[str] = Field(default_factory=list)
+    curve_clips: int = Field(4, ge=1)
+    generation: GenerationEval | None = None
+    metric_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("layers")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, list) and any(k < 1 for k in v):
+            raise ValueError("layer counts must be >= 1")
+        return v
+
+
+class Variant(Strict):
+    """One thing to measure: a tokenizer or a codec, optionally a generator over the tokenizer."""
+
+    label: str | None = None
+    tokenizer: ComponentRef | None = None
+    codec: ComponentRef | None = None
+    generator: ComponentRef | None = None
+    dataset: DatasetRef
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+
+    @model_validator(mode="after")
+    def _one_compressor(self):
+        if (self.tokenizer is None) == (self.codec is None):
+            raise ValueError("a variant needs exactly one of 'tokenizer' or 'codec'")
+        if self.generator is not None and self.tokenizer is None:
+            raise ValueError("a 'generator' needs a 'tokenizer' in the same variant")
+        if self.evaluate.generation is not None and self.generator is None:
+            raise ValueError("evaluate.generation needs a 'generator' in the variant")
+        return self
+
+
+class TableSpec(Strict):
+    """How the tidy results become the paper-style table."""
+
+    title: str | None = None
+    columns: list[str] | None = None
+    sort_by: str | None = None
+    decimals: int = Field(4, ge=0, le=10)
+
+
+class PlotSpec(Strict):
+    """A plot: ``bar`` (value per variant), ``line`` (value over training step), ``layers`` (value per k)."""
+
+    kind: Literal["bar", "line", "layers"]
+    metric: str
+    title: str | None = None
+    file: str | None = None
+
+
+class ReferenceRow(Strict):
+    """A row copied from a paper, shown marked with its source; never mixed with measured values."""
+
+    variant: str
+    source: str = "paper"
+    values: dict[str, float | str]
+    note: str = ""
+
+
+class Recipe(Strict):
+    """A recipe as written (variants still partial: they inherit ``dataset`` and ``evaluate``)."""
+
+    recipe: str
+    version: int = RECIPE_VERSION
+    description: str = ""
+    scale: Preset = "tiny"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    dataset: DatasetRef
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    table: TableSpec = Field(default_factory=TableSpec)
+    plots: list[PlotSpec] = Field(default_factory=list)
+    references: list[ReferenceRow] = Field(default_factory=list)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v):
+        if v != RECIPE_VERSION:
+            raise ValueError(f"unsupported recipe version {v}; this hitbench reads version {RECIPE_VERSION}")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, v):
+        for name in v:
+            if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '-', '_', '.', '=' (no spaces or slashes)")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_lists(cls, v):
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"sweep {key!r} has no values")
+        return v

@@ -1,0 +1,260 @@
+"""Tidy results -> paper-style tables (md, csv, html) and plots (PNG).
+
+The tidy frame has one row per run x metric (and per training step for curves):
+``recipe, variant, seed, metric, value, higher_is_better, step, text, provenance, source``.
+``text`` holds non-numeric cells (a latent shape, ``unavailable: <hint>``); ``source`` is
+``measured``, ``timing`` (wall-clock figures: machine-dependent, kept in ``timings.csv`` apart
+from the reproducible ``metrics.csv``) or where a reference row was copied from (``paper``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import BadInput
+from .io import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from .recipe import ResolvedRecipe
+    from .recipe.schema import PlotSpec, TableSpec
+
+COLUMNS = ["recipe", "variant", "seed", "metric", "value", "higher_is_better", "step", "text", "provenance",
+           "source"]
+ARROWS = {True: " ↑", False: " ↓"}
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """The tidy results of a finished run folder: ``metrics.csv`` plus ``timings.csv`` when present."""
+    path = Path(path)
+    csv = path / "metrics.csv" if path.is_dir() else path
+    if not csv.exists():
+        raise BadInput(f"no results at {path}: expected {csv} (a folder written by 'hitbench run')")
+    frames = [pd.read_csv(f) for f in (csv, csv.with_name("timings.csv")) if f.exists()]
+    df = pd.concat(frames, ignore_index=True)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise BadInput(f"{csv}: not a hitbench results file (missing columns: {', '.join(missing)})")
+    df["text"] = df["text"].fillna("")
+    df["provenance"] = df["provenance"].fillna("")
+    return df[COLUMNS]
+
+
+def write_results(df: pd.DataFrame, folder: Path) -> list[Path]:
+    """Split tidy rows into ``timings.csv`` (wall-clock) and ``metrics.csv`` (written last), atomically."""
+    timing = df["source"] == "timing"
+    write_text(folder / "timings.csv", df[timing].to_csv(index=False))
+    write_text(folder / "metrics.csv", df[~timing].to_csv(index=False))
+    return [folder / "metrics.csv", folder / "timings.csv"]
+
+
+def _final(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of final values (training-curve rows carry a step)."""
+    return df[df["step"].isna()]
+
+
+def _cell(group: pd.DataFrame, decimals: int) -> str:
+    texts = [t for t in group["text"] if t]
+    values = group["value"].dropna()
+    if values.empty:
+        return texts[0] if texts else ""
+    mean = values.mean()
+    fmt = f"{{:.{decimals}g}}" if abs(mean) >= 10 ** (decimals + 1) else f"{{:.{decimals}f}}"
+    if abs(mean) >= 100 and float(mean).is_integer():
+        fmt = "{:.0f}"
+    if len(values) > 1:
+        return f"{fmt.format(mean)} ± {fmt.format(values.std(ddof=1))}"
+    return fmt.format(mean)
+
+
+def build_table(df: pd.DataFrame, table: TableSpec, variant_order: list[str]) -> pd.DataFrame:
+    """Pivot tidy rows into variant x metric cells (mean ± std over seeds), arrows on headers."""
+    final = _final(df)
+    metrics = table.columns or list(dict.fromkeys(final["metric"]))
+    known = set(final["metric"])
+    order = list(dict.fromkeys(variant_order + list(final["variant"])))
+    records = []
+    for variant in order:
+        sub = final[final["variant"] == variant]
+        if sub.empty:
+            continue
+        source = next((x for x in sub["source"] if x not in ("measured", "timing")), "measured")
+        rec: dict[str, Any] = {"variant": variant, "source": source}
+        for metric in metrics:
+            cell = sub[sub["metric"] == metric]
+            rec[metric] = _cell(cell, table.decimals) if not cell.empty else ("" if metric in known else "n/a")
+        records.append(rec)
+    out = pd.DataFrame.from_records(records, columns=["variant", "source", *metrics])
+    if table.sort_by and table.sort_by in metrics:
+        key = out[table.sort_by].map(_sort_key)
+        out = out.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k")
+    higher = final.dropna(subset=["higher_is_better"]).groupby("metric")["higher_is_better"].first()
+    out.columns = ["variant", "source"] + [m + ARROWS.get(_as_bool(higher.get(m)), "") for m in metrics]
+    if (out["source"] == "measured").all():
+        out = out.drop(columns="source")
+    return out.reset_index(drop=True)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
+
+
+def _sort_key(cell: str) -> float:
+    try:
+        return float(str(cell).split(" ")[0])
+    except ValueError:
+        return math.inf
+
+
+def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], out_dir: Path,
+                 title: str) -> list[Path]:
+    """table.md / table.csv / table.html, each written atomically."""
+    wide = build_table(df, table, variant_order)
+    heading = table.title or title
+    md = f"# {heading}\n\n{wide.to_markdown(index=False)}\n\n{_footnotes(df)}"
+    files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
+    write_text(files[0], md)
+    write_text(files[1], wide.to_csv(index=False))
+    write_text(files[2], f"<h1>{heading}</h1>\n" + wide.to_html(index=False, escape=True) + "\n")
+    return files
+
+
+def _footnotes(df: pd.DataFrame) -> str:
+    notes = ["↑ higher is better, ↓ lower is better; mean ± std over seeds where several."]
+    if (~df["source"].isin(["measured", "timing"])).any():
+        notes.append("Rows whose source is not 'measured' are copied from the publication named, not measured here.")
+    unavailable = sorted({t for t in df["text"] if str(t).startswith("unavailable")})
+    notes += [f"{u}" for u in unavailable]
+    return "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+# ----------------------------------------------------------------------------------------- plots
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot(df: pd.DataFrame, spec: PlotSpec, variant_order: list[str], out_dir: Path) -> Path | None:
+    """Draw one plot; returns its path (None when there is nothing to draw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = df[df["source"].isin(["measured", "timing"])]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    if spec.kind == "bar":
+        final = _final(measured)
+        data = final[final["metric"] == spec.metric].groupby("variant")["value"].agg(["mean", "std"])
+        data = data.reindex([v for v in variant_order if v in data.index]).dropna(subset=["mean"])
+        if data.empty:
+            plt.close(fig)
+            return None
+        ax.bar(data.index, data["mean"], yerr=data["std"].fillna(0), capsize=3, color="tab:blue")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylabel(spec.metric)
+    elif spec.kind == "line":
+        curve = measured[(measured["metric"] == spec.metric) & measured["step"].notna()]
+        if curve.empty:
+            plt.close(fig)
+            return None
+        for variant, sub in curve.groupby("variant", sort=False):
+            mean = sub.groupby("step")["value"].mean()
+            ax.plot(mean.index, mean.values, marker="o", label=variant)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(spec.metric)
+        ax.legend()
+    else:  # layers: value decoded from the top k layers
+        final = _final(measured)
+        prefix = f"{spec.metric}@"
+        sub = final[final["metric"].str.startswith(prefix)]
+        if sub.empty:
+            plt.close(fig)
+            return None
+        sub = sub.assign(k=sub["metric"].str[len(prefix):].astype(int))
+        for variant, part in sub.groupby("variant", sort=False):
+            mean = part.groupby("k")["value"].mean()
+            ax.plot(mean.index, mean.values, marker="o", label=variant)
+        ax.set_xlabel("layers decoded (coarsest k)")
+        ax.set_ylabel(spec.metric)
+        ax.legend()
+    ax.set_title(spec.title or f"{spec.metric} ({spec.kind})")
+    ax.grid(alpha=0.3)
+    name = spec.file or f"{spec.kind}_{spec.metric.replace('/', '_')}.png"
+    return _save_figure(fig, out_dir / name)
+
+
+def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path) -> list[Path]:
+    """Tidy metrics.csv, the tables and the plots of a recipe run."""
+    return render(df, resolved.recipe.table, resolved.recipe.plots, [v.name for v in resolved.variants],
+                  out_dir, resolved.recipe.description or resolved.name)
+
+
+def render(df: pd.DataFrame, table: TableSpec, plots: list[PlotSpec], variant_order: list[str], out_dir: Path,
+           title: str) -> list[Path]:
+    """Write every output of a results folder from its tidy frame."""
+    files = [*write_results(df, out_dir), *write_tables(df, table, variant_order, out_dir, title)]
+    for spec in plots:
+        path = plot(df, spec, variant_order, out_dir)
+        if path is not None:
+            files.append(path)
+    return files
+
+
+def rerender(results_dir: str | Path) -> list[Path]:
+    """``hitbench table DIR``: re-render tables and plots from ``metrics.csv`` and ``resolved.yaml``."""
+    import yaml
+
+    from .recipe.schema import PlotSpec, TableSpec
+
+    results_dir = Path(results_dir)
+    df = load_results(results_dir)
+    resolved_path = results_dir / "resolved.yaml"
+    if not resolved_path.exists():
+        raise BadInput(f"{results_dir}: no resolved.yaml (not a folder written by 'hitbench run')")
+    data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
+    table = TableSpec.model_validate(data.get("table", {}))
+    plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
+    return render(df, table, plots, list(data.get("variants", {})), results_dir,
+                  data.get("description") or data.get("recipe", results_dir.name))
+
+
+def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,
+                      frames_shown: int = 8) -> list[Path]:
+    """A PNG grid (one row of frames per prompt) and a GIF per sample, for people to look at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .video import write_video
+
+    n, _, T = videos.shape[:3]
+    picks = sorted({round(i * (T - 1) / max(frames_shown - 1, 1)) for i in range(min(frames_shown, T))})
+    fig, axes = plt.subplots(n, len(picks), figsize=(1.6 * len(picks), 1.8 * n), squeeze=False)
+    for i in range(n):
+        for j, t in enumerate(picks):
+            axes[i][j].imshow(videos[i, :, t].permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[i][j].axis("off")
+        axes[i][0].set_title(prompts[i][:60], fontsize=7, loc="left")
+    files = [_save_figure(fig, folder / "sample_sheet.png")]
+    for i in range(n):
+        path = folder / f"sample_{i:03d}.gif"
+        write_video(path, videos[i], fps)
+        files.append(path)
+    return files

@@ -1,0 +1,343 @@
+"""The stages of one run: obtain (train or reuse) components, then measure them.
+
+Each stage returns tidy rows: ``dict(metric=..., value=..., higher_is_better=..., step=..., text=...,
+provenance=...)``; the runner adds recipe, variant and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import cache
+from .catalog import Catalog
+from .components import BenchMetric, Tokenizer, VideoDataset
+from .errors import WeightsUnavailable
+from .io import read_json, write_json
+from .recipe import ResolvedVariant
+from .tokens import TokenPyramid
+
+Row = dict[str, Any]
+
+
+@dataclass
+class RunContext:
+    """Everything a run's stages share."""
+
+    catalog: Catalog
+    variant: ResolvedVariant
+    seed: int
+    device: torch.device
+    run_dir: Path
+    progress: bool = True
+    use_cache: bool = True
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def create(self, field_name: str, **deps: Any) -> Any:
+        ref = getattr(self.variant.spec, field_name)
+        kind = "dataset" if field_name == "dataset" else field_name
+        return self.catalog.create(kind, ref.name, preset=ref.preset, overrides=ref.config, **deps)
+
+    def dataset(self, split: str) -> VideoDataset:
+        return self.create("dataset", split=split)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def clip_batches(dataset: VideoDataset, count: int, batch_size: int, device: torch.device,
+                 progress: bool = False, desc: str = "") -> Iterator[dict[str, Any]]:
+    """The first ``count`` clips of ``dataset`` in batches: ``{video, captions, attrs}`` on ``device``."""
+    from tqdm.auto import tqdm
+
+    count = min(count, len(dataset))
+    bar = tqdm(total=count, desc=desc, unit="clip", disable=not progress, leave=False)
+    for start in range(0, count, batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, count))]
+        bar.update(len(items))
+        yield {"video": torch.stack([it["video"] for it in items]).to(device),
+               "captions": [it["caption"] for it in items],
+               "attrs": [it.get("attrs", {}) for it in items]}
+    bar.close()
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+class MetricSet:
+    """The metrics of one stage; a metric whose weights are missing is kept as ``unavailable``."""
+
+    def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
+        self.metrics: dict[str, BenchMetric] = {}
+        self.unavailable: dict[str, str] = {}
+        self.higher: dict[str, bool | None] = {}
+        self.suffix = suffix
+        config = ctx.variant.spec.evaluate.metric_config
+        for name in names:
+            spec = ctx.catalog.get("metric", name)
+            self.higher[name] = spec.load().higher_is_better
+            try:
+                self.metrics[name] = ctx.catalog.create("metric", name, overrides=config.get(name)).to(ctx.device)
+            except WeightsUnavailable as exc:
+                self.unavailable[name] = exc.hint
+
+    def update(self, **inputs: Any) -> None:
+        for name, metric in list(self.metrics.items()):
+            try:
+                metric.update(**{k: inputs[k] for k in metric.inputs})
+            except WeightsUnavailable as exc:
+                self.unavailable[name] = exc.hint
+                del self.metrics[name]
+
+    def rows(self, step: int | None = None) -> list[Row]:
+        out: list[Row] = []
+        for name, metric in self.metrics.items():
+            value = metric.compute()
+            prov = json.dumps(metric.provenance(), default=str, sort_keys=True)
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, val in items:
+                metric_name = f"{name}/{key}" if key is not None else name
+                out.append(row(metric_name + self.suffix, float(val), self.higher[name], step=step,
+                               provenance=prov))
+        for name, hint in self.unavailable.items():
+            out.append(row(name + self.suffix, math.nan, self.higher[name], step=step, text=f"unavailable: {hint}"))
+        return out
+
+
+def row(metric: str, value: float, higher_is_better: bool | None = None, *, step: int | None = None,
+        text: str = "", provenance: str = "", timing: bool = False) -> Row:
+    """One tidy result row (the runner adds recipe, variant, seed).
+
+    ``timing`` marks wall-clock measurements: they depend on the machine and its load, so the runner
+    keeps them in ``timings.csv``, apart from the reproducible ``metrics.csv``.
+    """
+    return {"metric": metric, "value": value, "higher_is_better": higher_is_better,
+            "step": step, "text": text, "provenance": provenance, "timing": timing}
+
+
+def metric_inputs(batch: dict[str, Any], pred: torch.Tensor, compressed=None) -> dict[str, Any]:
+    """The named inputs metrics may ask for (see components.METRIC_INPUTS)."""
+    video = batch["video"]
+    pixels = torch.full((video.shape[0],), float(video.shape[2] * video.shape[3] * video.shape[4]),
+                        dtype=torch.float64)
+    return {"pred": pred, "target": video, "captions": batch["captions"], "attrs": batch["attrs"],
+            "pixels": pixels, "bits": compressed.bits if compressed is not None else None,
+            "pyramid": compressed.pyramid if compressed is not None else None}
+
+
+# ------------------------------------------------------------------------------------------- compression
+
+
+def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> list[Row]:
+    """Table 1 / Table 4: per-layer grid, compression, quant dim, codebook, tokens; totals, ratio, nominal bpp."""
+    T, H, W = clip_shape
+    grids = tokenizer.token_grid_shapes(T, H, W)
+    sizes = tokenizer.codebook_sizes
+    rows: list[Row] = []
+    total_tokens, total_bits = 0, 0.0
+    for layer, ((t, h, w), size) in enumerate(zip(grids, sizes)):
+        n = t * h * w
+        total_tokens += n
+        total_bits += n * math.log2(size)
+        rows += [row(f"latent/L{layer}", math.nan, text=f"{t}x{h}x{w}"),
+                 row(f"compression/L{layer}", math.nan, text=f"{T // t}x{H // h}x{W // w}"),
+                 row(f"quant_dim/L{layer}", math.log2(size)),
+                 row(f"codebook/L{layer}", float(size)),
+                 row(f"tokens/L{layer}", float(n))]
+    pixels = T * H * W
+    rows += [row("tokens", float(total_tokens), False),
+             row("compression_ratio", pixels / total_tokens, True),
+             row("bpp_nominal", total_bits / pixels, False)]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- tokenizers
+
+
+def tokenizer_identity(ctx: RunContext, train_ds: VideoDataset) -> dict[str, Any]:
+    ref = ctx.variant.spec.tokenizer
+    spec = ctx.catalog.get("tokenizer", ref.name)
+    return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.distribution,
+            "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
+
+
+def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
+                     eval_fn: Callable[[Tokenizer, int], dict[str, float]] | None) -> tuple[Tokenizer, Path | None]:
+    """Train the variant's tokenizer, or reuse it from the component cache."""
+    from .checkpoint import load_tokenizer, save_pretrained
+
+    tokenizer: Tokenizer = ctx.create("tokenizer")
+    if not tokenizer.trainable:
+        ctx.summary["tokenizer"] = {"trained": False}
+        return tokenizer.to(ctx.device).eval(), None
+    ref = ctx.variant.spec.tokenizer
+    folder = cache.component_dir("tokenizer", ref.name, tokenizer_identity(ctx, train_ds))
+    if ctx.use_cache and cache.is_complete(folder):
+        ctx.summary["tokenizer"] = {"cached": str(folder), **cache.read_summary(folder)}
+        return load_tokenizer(folder).to(ctx.device).eval(), folder
+    tokenizer.to(ctx.device)
+    fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
+    summary = tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+                            progress=ctx.progress, eval_fn=fit_eval)
+    save_pretrained(tokenizer, folder, "tokenizer", ref.name)
+    cache.mark_complete(folder, summary)
+    ctx.summary["tokenizer"] = {"cached": str(folder), "trained_now": True, **summary}
+    return tokenizer.eval(), folder
+
+
+def curve_eval(ctx: RunContext, eval_ds: VideoDataset) -> Callable[[Tokenizer, int], dict[str, float]] | None:
+    """The function the trainer calls every ``eval_every`` steps for training curves (PSNR vs step)."""
+    ev = ctx.variant.spec.evaluate
+    if not ev.curve:
+        return None
+
+    def evaluate(tokenizer: Tokenizer, step: int) -> dict[str, float]:
+        was_training = tokenizer.training
+        tokenizer.eval()
+        with torch.random.fork_rng(devices=[]):  # curves must not change the training's random stream
+            metrics = MetricSet(ctx, ev.curve)
+            for batch in clip_batches(eval_ds, ev.curve_clips, ev.batch_size, ctx.device):
+                compressed = tokenizer.compress(batch["video"])
+                metrics.update(**metric_inputs(batch, compressed.reconstruction, compressed))
+            values = {r["metric"]: r["value"] for r in metrics.rows()}
+        tokenizer.train(was_training)
+        return values
+
+    return evaluate
+
+
+def curve_rows(ctx: RunContext) -> list[Row]:
+    """Training-curve rows (with their step) from the tokenizer's training summary."""
+    rows = []
+    for point in ctx.summary.get("tokenizer", {}).get("curve", []):
+        step = int(point["step"])
+        for name, value in point.items():
+            if name != "step":
+                higher = ctx.catalog.get("metric", name.split("/")[0]).load().higher_is_better
+                rows.append(row(name, float(value), higher, step=step))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- reconstruction
+
+
+def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset) -> list[Row]:
+    """Compress every eval clip; score the reconstruction (and partial decodes from the top k layers)."""
+    ev = ctx.variant.spec.evaluate
+    ds = ctx.variant.spec.dataset
+    layer_counts: list[int] = []
+    if isinstance(compressor, Tokenizer) and ev.layers:
+        layer_counts = list(range(1, compressor.num_layers + 1)) if ev.layers == "all" else list(ev.layers)
+    full = MetricSet(ctx, ev.reconstruction)
+    pixel_only = [n for n in ev.reconstruction
+                  if set(ctx.catalog.get("metric", n).load().inputs) <= {"pred", "target"}]
+    partial = {k: MetricSet(ctx, pixel_only, suffix=f"@{k}") for k in layer_counts}
+    seconds, clips = 0.0, 0
+    with torch.no_grad():
+        for batch in clip_batches(eval_ds, ds.eval_clips, ev.batch_size, ctx.device, ctx.progress, "evaluate"):
+            start = time.perf_counter()
+            compressed = compressor.compress(batch["video"])
+            seconds += time.perf_counter() - start
+            clips += batch["video"].shape[0]
+            full.update(**metric_inputs(batch, compressed.reconstruction, compressed))
+            for k, metrics in partial.items():
+                pred = compressor.decode(compressed.pyramid, layers=k).clamp(0, 1)
+                metrics.update(**metric_inputs(batch, pred, compressed))
+    ctx.summary["compress_info"] = {k: v for k, v in compressed.info.items() if _jsonable(v)}
+    rows = full.rows() + [r for metrics in partial.values() for r in metrics.rows()]
+    rows.append(row("compress_s_per_clip", seconds / max(clips, 1), False, timing=True))
+    return rows
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def tokenize_dataset(tokenizer: Tokenizer, dataset: VideoDataset, folder: Path | None, ctx: RunContext,
+                     batch_size: int) -> tuple[TokenPyramid, list[str]]:
+    """Tokenize a whole split once; cached beside the (cached) tokenizer."""
+    path = folder / f"tokens-{cache.stable_hash(dataset.identity())}.safetensors" if folder else None
+    if path is not None and path.exists():
+        return TokenPyramid.load(path), read_json(path.with_suffix(".json"))
+    pyramids, captions = [], []
+    with torch.no_grad():
+        for batch in clip_batches(dataset, len(dataset), batch_size, ctx.device, ctx.progress, "tokenize"):
+            pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
+            captions += batch["captions"]
+    pyramid = TokenPyramid.cat(pyramids)
+    if path is not None:
+        write_json(path.with_suffix(".json"), captions)
+        pyramid.save(path)  # written last: its presence means both are complete
+    return pyramid, captions
+
+
+def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | None,
+                     train_ds: VideoDataset) -> Any:
+    """Train the variant's generator on the tokenized train split, or reuse it from the cache."""
+    from .checkpoint import load_pretrained, save_pretrained
+
+    ref = ctx.variant.spec.generator
+    spec = ctx.catalog.get("generator", ref.name)
+    identity = {"kind": "generator", "name": ref.name, "version": spec.version, "preset": ref.preset,
+                "config": ref.config, "tokenizer": tokenizer_identity(ctx, train_ds), "seed": ctx.seed}
+    folder = cache.component_dir("generator", ref.name, identity)
+    if ctx.use_cache and cache.is_complete(folder):
+        ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}
+        return load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval()
+    generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
+    pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx, ctx.variant.spec.evaluate.batch_size)
+    summary = generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+                            progress=ctx.progress)
+    save_pretrained(generator, folder, "generator", ref.name)
+    cache.mark_complete(folder, summary)
+    ctx.summary["generator"] = {"cached": str(folder), "trained_now": True, **summary}
+    return generator.eval()
+
+
+def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_ds: VideoDataset) -> list[Row]:
+    """Sample the eval prompts, decode, score; NLL per layer; sampling speed; a sample sheet."""
+    from .report import save_sample_sheet
+
+    gen_spec = ctx.variant.spec.evaluate.generation
+    count = gen_spec.num_samples or ctx.variant.spec.dataset.eval_clips
+    metrics = MetricSet(ctx, gen_spec.metrics)
+    videos, prompts, seconds, tokens = [], [], 0.0, 0
+    eval_pyramids = []
+    with torch.no_grad():
+        for i, batch in enumerate(clip_batches(eval_ds, count, ctx.variant.spec.evaluate.batch_size, ctx.device,
+                                               ctx.progress, "generate")):
+            start = time.perf_counter()
+            pyramid = generator.sample(batch["captions"], cfg_scale=gen_spec.cfg_scale, seed=ctx.seed * 1000 + i,
+                                       temperature=gen_spec.temperature, top_k=gen_spec.top_k, top_p=gen_spec.top_p)
+            seconds += time.perf_counter() - start
+            tokens += int(sum(t[0].numel() for t in pyramid.layers)) * pyramid.batch_size
+            video = tokenizer.decode(pyramid.to(ctx.device)).clamp(0, 1)
+            metrics.update(**metric_inputs(batch, video))
+            if gen_spec.nll:
+                eval_pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
+            videos.append(video.cpu())
+            prompts += batch["captions"]
+    rows = metrics.rows()
+    clips = len(prompts)
+    rows += [row("sample_tokens_per_s", tokens / max(seconds, 1e-9), True, timing=True),
+             row("sample_s_per_clip", seconds / max(clips, 1), False, timing=True)]
+    if gen_spec.nll and eval_pyramids:
+        nll = generator.nll_bits_per_token(TokenPyramid.cat(eval_pyramids), prompts)
+        rows += [row(f"nll_bits/L{layer}", float(v), False) for layer, v in sorted(nll.items())]
+    if gen_spec.sample_sheet:
+        save_sample_sheet(torch.cat(videos), prompts, ctx.run_dir / "samples", fps=eval_ds.fps)
+    return rows

@@ -1,0 +1,40 @@
+"""Shared test set-up: an isolated component cache, and the paths of the shared test clips."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    # trained components from tests never land in (or come from) the user's cache
+    os.environ["HITBENCH_CACHE"] = tempfile.mkdtemp(prefix="hitbench-test-cache-")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("SVT_LOG", "1")
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def shared_clip() -> Path:
+    """The real Big Buck Bunny clip from ../shared/data (skips where that folder is absent)."""
+    path = SHARED_DATA / "bigbuckbunny.mp4"
+    if not path.exists():
+        pytest.skip(f"shared test clip not found at {path} (a fresh clone has no ../shared)")
+    return path
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty component cache for one test."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("HITBENCH_CACHE", str(folder))
+    return folder

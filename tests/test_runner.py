@@ -1,0 +1,174 @@
+"""Runner: outputs, tidy results, resume after interruption, atomic writes, hooks, provenance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hitvideo_bench as hb
+from hitvideo_bench import runner as runner_mod
+from hitvideo_bench.cli import main
+from hitvideo_bench.errors import BadInput
+from hitvideo_bench.manager import get_plugins
+from hitvideo_bench.recipe import load_recipe
+from hitvideo_bench.report import COLUMNS
+from hitvideo_bench.runner import RunOptions, run_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RECIPE = """\
+version: 1
+recipe: fixture-recon
+description: "fixture recipe"
+seeds: [0, 1]
+dataset: {name: fixture-noise, eval_clips: 3}
+evaluate: {reconstruction: [fixture-mae], batch_size: 2}
+variants:
+  q: {codec: {name: fixture-quantize}}
+sweep: {codec.config.levels: [2, 16]}
+table: {columns: [fixture-mae], sort_by: fixture-mae}
+plots: [{kind: bar, metric: fixture-mae}]
+references:
+  - {variant: "Some paper codec", source: paper, values: {fixture-mae: 0.5, note-col: "n/a"}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def fixture_plugin():
+    get_plugins(["hitbench_fixture_plugin"])
+    yield
+    get_plugins([])
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "fixture-recon.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def run(recipe_path, out, **kw):
+    return run_recipe(load_recipe(recipe_path), RunOptions(out=out, progress=False, **kw))
+
+
+def test_outputs_and_tidy_results(recipe, tmp_path):
+    result = run(recipe, tmp_path / "out")
+    out = result.out_dir
+    assert out.parent.name == "fixture-recon"
+    for name in ["resolved.yaml", "metrics.csv", "table.md", "table.csv", "table.html", "manifest.json",
+                 "bar_fixture-mae.png"]:
+        assert (out / name).is_file(), name
+    for variant in ["q-levels=2", "q-levels=16"]:
+        for seed in (0, 1):
+            assert (out / "runs" / variant / f"seed-{seed}" / "metrics.csv").is_file()
+    df = hb.load_results(out)
+    assert list(df.columns) == COLUMNS
+    mae = df[(df.metric == "fixture-mae") & (df.source == "measured")].set_index(["variant", "seed"])["value"]
+    # uniform quantisation of U(0,1) to L levels: mean abs error 1/(4(L-1))
+    assert mae["q-levels=2", 0] == pytest.approx(1 / 4, abs=0.01)
+    assert mae["q-levels=16", 1] == pytest.approx(1 / 60, abs=0.002)
+    assert df[df.source == "paper"]["variant"].unique().tolist() == ["Some paper codec"]
+    table = (out / "table.md").read_text()
+    assert "fixture-mae ↓" in table and "Some paper codec" in table and "paper" in table
+    wide = pd.read_csv(out / "table.csv")
+    assert wide["variant"].tolist()[:2] == ["q-levels=16", "q-levels=2"]  # sorted by the metric
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seeds"] == [0, 1] and manifest["versions"]["torch"]
+    assert manifest["device"] == "cpu" and "peak_memory" in manifest and manifest["wall_time_s"] >= 0
+    assert set(manifest["runs"]) == {"q-levels=2/seed-0", "q-levels=2/seed-1", "q-levels=16/seed-0",
+                                     "q-levels=16/seed-1"}
+    assert not list(out.rglob("*.tmp")), "no temporary files left behind"
+
+
+def test_rerun_reuses_and_fresh_reruns(recipe, tmp_path):
+    first = run(recipe, tmp_path / "out")
+    second = run(recipe, tmp_path / "out")
+    assert len(second.reused) == 4 and second.out_dir == first.out_dir
+    fresh = run(recipe, tmp_path / "out", resume=False)
+    assert fresh.reused == []
+
+
+def test_interrupted_run_resumes_to_identical_results(recipe, tmp_path, monkeypatch):
+    reference = run(recipe, tmp_path / "ref").out_dir
+    calls = {"n": 0}
+    real = runner_mod.execute_run
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            (args[4] / "half-written-checkpoint").write_text("partial")
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_mod, "execute_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, tmp_path / "out")
+    monkeypatch.setattr(runner_mod, "execute_run", real)
+    result = run(recipe, tmp_path / "out")
+    assert len(result.reused) == 2
+    assert not list(result.out_dir.rglob("half-written-checkpoint"))
+    assert (result.out_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+
+
+def test_hooks_observe_runs(recipe, tmp_path, monkeypatch):
+    seen = []
+
+    class Observer:
+        @hb.hookimpl
+        def hitbench_run_finished(self, variant, seed, metrics):
+            seen.append((variant, seed, len(metrics)))
+
+    pm = get_plugins().pm
+    observer = Observer()
+    pm.register(observer)
+    try:
+        run(recipe, tmp_path / "out")
+    finally:
+        pm.unregister(observer)
+    assert sorted(seen)[0] == ("q-levels=16", 0, 2)  # the metric row and the timing row
+
+
+def test_output_dir_not_writable(recipe, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BadInput, match="output directory not writable"):
+        run(recipe, blocker / "out")
+
+
+def test_cli_run_table_and_exit_codes(recipe, tmp_path, capsys):
+    assert main(["-p", "hitbench_fixture_plugin", "run", str(recipe), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "fixture-mae ↓" in printed and "results: " in printed
+    out_dir = Path(printed.strip().splitlines()[-1].split("results: ")[1])
+    (out_dir / "table.md").unlink()
+    assert main(["table", str(out_dir)]) == 0
+    assert (out_dir / "table.md").exists()
+    assert main(["-p", "hitbench_fixture_plugin", "run", str(recipe), "--set", "seeds"]) == 2
+    assert "malformed override" in capsys.readouterr().err
+    assert main(["table", str(tmp_path / "nowhere")]) == 2
+    assert main(["run", str(recipe), "--device", "tpu"]) == 2
+
+
+def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""\
+        version: 1
+        dataset: {name: synthetic-shapez}
+        variants: {a: {codec: {name: x264}}}
+        """))
+    env = {"PYTHONPATH": str(ROOT / "tests"), "PATH": "/usr/bin:/bin", "HITBENCH_CACHE": str(tmp_path / "c")}
+    proc = subprocess.run([sys.executable, "-m", "hitvideo_bench", "validate", str(bad)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{bad}:2: variants.a.dataset.name" in proc.stderr or f"{bad}:2: dataset.name" in proc.stderr
+    assert "did you mean 'synthetic-shapes'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "hitvideo_bench", "validate", str(bad)], capture_output=True,
+                          text=True, env={**env, "HITBENCH_FULL_ERROR": "1"}, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr

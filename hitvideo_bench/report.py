@@ -64,9 +64,12 @@ def _cell(group: pd.DataFrame, decimals: int) -> str:
     if values.empty:
         return texts[0] if texts else ""
     mean = values.mean()
-    fmt = f"{{:.{decimals}g}}" if abs(mean) >= 10 ** (decimals + 1) else f"{{:.{decimals}f}}"
-    if abs(mean) >= 100 and float(mean).is_integer():
+    if all(float(v).is_integer() for v in values):
         fmt = "{:.0f}"
+    elif abs(mean) >= 100:
+        fmt = "{:.1f}"
+    else:
+        fmt = f"{{:.{decimals}f}}"
     if len(values) > 1:
         return f"{fmt.format(mean)} ± {fmt.format(values.std(ddof=1))}"
     return fmt.format(mean)

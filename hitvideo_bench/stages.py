@@ -140,7 +140,7 @@ def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> 
     T, H, W = clip_shape
     grids = tokenizer.token_grid_shapes(T, H, W)
     sizes = tokenizer.codebook_sizes
-    rows: list[Row] = []
+    rows: list[Row] = [row("input", math.nan, text=f"{T}x{H}x{W}")]
     total_tokens, total_bits = 0, 0.0
     for layer, ((t, h, w), size) in enumerate(zip(grids, sizes)):
         n = t * h * w

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,11 +17,16 @@ TESTS = Path(__file__).resolve().parent
 
 def pytest_configure(config):
     # trained components from tests never land in (or come from) the user's cache
-    os.environ["HITBENCH_CACHE"] = tempfile.mkdtemp(prefix="hitbench-test-cache-")
+    config._hitbench_cache = tempfile.mkdtemp(prefix="hitbench-test-cache-")
+    os.environ["HITBENCH_CACHE"] = config._hitbench_cache
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("SVT_LOG", "1")
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_hitbench_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture

@@ -98,9 +98,22 @@ def build_table(df: pd.DataFrame, table: TableSpec, variant_order: list[str]) ->
         out = out.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k")
     higher = final.dropna(subset=["higher_is_better"]).groupby("metric")["higher_is_better"].first()
     out.columns = ["variant", "source"] + [m + ARROWS.get(_as_bool(higher.get(m)), "") for m in metrics]
+    for metric in table.deltas:
+        out[f"Δ{metric} vs baseline"] = [_delta(final, v, table.baseline.get(v), metric, table.decimals)
+                                         for v in out["variant"]]
     if (out["source"] == "measured").all():
         out = out.drop(columns="source")
     return out.reset_index(drop=True)
+
+
+def _delta(final: pd.DataFrame, variant: str, baseline: str | None, metric: str, decimals: int) -> str:
+    """Mean of ``metric`` for ``variant`` minus that of its baseline ('' where there is none)."""
+    if not baseline:
+        return ""
+    means = final[final["metric"] == metric].groupby("variant")["value"].mean()
+    if variant not in means or baseline not in means:
+        return ""
+    return f"{means[variant] - means[baseline]:+.{decimals}f}"
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -143,7 +156,7 @@ def _footnotes(df: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------------------- plots
 
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -168,8 +181,11 @@ def plot(df: pd.DataFrame, spec: PlotSpec, variant_order: list[str], out_dir: Pa
         if data.empty:
             plt.close(fig)
             return None
-        ax.bar(data.index, data["mean"], yerr=data["std"].fillna(0), capsize=3, color="tab:blue")
-        ax.tick_params(axis="x", rotation=30)
+        if spec.groups:
+            _grouped_bars(ax, data, spec.groups)
+        else:
+            ax.bar(data.index, data["mean"], yerr=data["std"].fillna(0), capsize=3, color="tab:blue")
+            ax.tick_params(axis="x", rotation=30)
         ax.set_ylabel(spec.metric)
     elif spec.kind == "line":
         curve = measured[(measured["metric"] == spec.metric) & measured["step"].notna()]
@@ -199,7 +215,31 @@ def plot(df: pd.DataFrame, spec: PlotSpec, variant_order: list[str], out_dir: Pa
     ax.set_title(spec.title or f"{spec.metric} ({spec.kind})")
     ax.grid(alpha=0.3)
     name = spec.file or f"{spec.kind}_{spec.metric.replace('/', '_')}.png"
-    return _save_figure(fig, out_dir / name)
+    return save_figure(fig, out_dir / name)
+
+
+def _grouped_bars(ax, data: pd.DataFrame, groups: dict[str, list[str]]) -> None:
+    """One cluster of bars per group; bars named by what their variant adds to the group's name."""
+    import numpy as np
+
+    labels = list(dict.fromkeys(_member_label(v, g) for g, members in groups.items() for v in members))
+    width = 0.8 / max(len(labels), 1)
+    for j, label in enumerate(labels):
+        xs, ys, errs = [], [], []
+        for i, (group, members) in enumerate(groups.items()):
+            for variant in members:
+                if _member_label(variant, group) == label and variant in data.index:
+                    xs.append(i + (j - (len(labels) - 1) / 2) * width)
+                    ys.append(data.loc[variant, "mean"])
+                    errs.append(0 if np.isnan(data.loc[variant, "std"]) else data.loc[variant, "std"])
+        ax.bar(xs, ys, width=width, yerr=errs, capsize=2, label=label)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.legend(fontsize=8)
+
+
+def _member_label(variant: str, group: str) -> str:
+    label = variant[len(group):].lstrip("-_") if variant.startswith(group) else variant
+    return label or "base"
 
 
 def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path) -> list[Path]:
@@ -255,7 +295,7 @@ def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fp
             axes[i][j].imshow(videos[i, :, t].permute(1, 2, 0).clamp(0, 1).numpy())
             axes[i][j].axis("off")
         axes[i][0].set_title(prompts[i][:60], fontsize=7, loc="left")
-    files = [_save_figure(fig, folder / "sample_sheet.png")]
+    files = [save_figure(fig, folder / "sample_sheet.png")]
     for i in range(n):
         path = folder / f"sample_{i:03d}.gif"
         write_video(path, videos[i], fps)

@@ -138,8 +138,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     try:
-        ds = spec.dataset
-        eval_ds = ctx.dataset(ds.eval_split)
+        eval_ds = ctx.eval_dataset()
         clip_shape = tuple(eval_ds.clip_shape)
         if ev.compression:
             with torch.device("meta"):
@@ -148,7 +147,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
         if needs_model and spec.codec is not None:
             rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
         elif needs_model:
-            train_ds = ctx.dataset(ds.train_split)
+            train_ds = ctx.train_dataset()
             tokenizer, folder = obtain_tokenizer(ctx, train_ds, curve_eval(ctx, eval_ds))
             rows += curve_rows(ctx)
             if ev.reconstruction or ev.layers:

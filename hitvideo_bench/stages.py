@@ -21,7 +21,7 @@ from .catalog import Catalog
 from .components import BenchMetric, Tokenizer, VideoDataset
 from .errors import WeightsUnavailable
 from .io import read_json, write_json
-from .recipe import ResolvedVariant
+from .recipe import ComponentRef, ResolvedVariant
 from .tokens import TokenPyramid
 
 Row = dict[str, Any]
@@ -42,11 +42,16 @@ class RunContext:
 
     def create(self, field_name: str, **deps: Any) -> Any:
         ref = getattr(self.variant.spec, field_name)
-        kind = "dataset" if field_name == "dataset" else field_name
+        kind = "dataset" if field_name in ("dataset", "eval_dataset") else field_name
         return self.catalog.create(kind, ref.name, preset=ref.preset, overrides=ref.config, **deps)
 
-    def dataset(self, split: str) -> VideoDataset:
-        return self.create("dataset", split=split)
+    def train_dataset(self) -> VideoDataset:
+        return self.create("dataset", split=self.variant.spec.dataset.train_split)
+
+    def eval_dataset(self) -> VideoDataset:
+        """The clips measured: the eval split of ``eval_dataset`` if the variant names one, else of ``dataset``."""
+        field_name = "eval_dataset" if self.variant.spec.eval_dataset is not None else "dataset"
+        return self.create(field_name, split=self.variant.spec.dataset.eval_split)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -161,26 +166,48 @@ def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> 
 # ------------------------------------------------------------------------------------------- tokenizers
 
 
-def tokenizer_identity(ctx: RunContext, train_ds: VideoDataset) -> dict[str, Any]:
-    ref = ctx.variant.spec.tokenizer
+def tokenizer_identity(ctx: RunContext, ref: ComponentRef, train_ds: VideoDataset) -> dict[str, Any]:
+    """What the cached tokenizer depends on: its resolved config, its training data and the seed."""
     spec = ctx.catalog.get("tokenizer", ref.name)
     return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.distribution,
             "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
 
 
+def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:
+    """The tokenizer a wrapper tokenizer wraps (a config field ``base: {name, preset, config}``), resolved
+    exactly as a variant naming it directly would be, so that both share one cache entry."""
+    base = ref.config.get("base")
+    if not isinstance(base, dict) or "name" not in base:
+        return None
+    preset = base.get("preset") or ref.preset
+    config = ctx.catalog.make_config("tokenizer", base["name"], preset, base.get("config") or {})
+    return ComponentRef(name=base["name"], preset=preset, config=config.model_dump(mode="json", exclude={"preset"}))
+
+
 def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
-                     eval_fn: Callable[[Tokenizer, int], dict[str, float]] | None) -> tuple[Tokenizer, Path | None]:
-    """Train the variant's tokenizer, or reuse it from the component cache."""
+                     eval_fn: Callable[[Tokenizer, int], dict[str, float]] | None,
+                     ref: ComponentRef | None = None) -> tuple[Tokenizer, Path | None]:
+    """Train the tokenizer (the variant's unless ``ref`` names another), or reuse it from the cache.
+
+    A wrapper tokenizer (e.g. ``masked``) gets its trained base first, through the same cache.
+    """
     from .checkpoint import load_tokenizer, save_pretrained
 
-    tokenizer: Tokenizer = ctx.create("tokenizer")
+    ref = ref or ctx.variant.spec.tokenizer
+    deps: dict[str, Any] = {}
+    inner = base_ref(ctx, ref)
+    if inner is not None:
+        deps["base"], _ = obtain_tokenizer(ctx, train_ds, None, inner)
+    key = "tokenizer" if inner is None else f"tokenizer:{ref.name}"
+    tokenizer: Tokenizer = ctx.catalog.create("tokenizer", ref.name, preset=ref.preset, overrides=ref.config,
+                                              **deps)
     if not tokenizer.trainable:
-        ctx.summary["tokenizer"] = {"trained": False}
+        ctx.summary[key] = {"trained": False}
         return tokenizer.to(ctx.device).eval(), None
-    ref = ctx.variant.spec.tokenizer
-    folder = cache.component_dir("tokenizer", ref.name, tokenizer_identity(ctx, train_ds))
+    identity = tokenizer_identity(ctx, ref, train_ds)
+    folder = cache.component_dir("tokenizer", ref.name, identity)
     if ctx.use_cache and cache.is_complete(folder):
-        ctx.summary["tokenizer"] = {"cached": str(folder), **cache.read_summary(folder)}
+        ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
         return load_tokenizer(folder).to(ctx.device).eval(), folder
     tokenizer.to(ctx.device)
     fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
@@ -188,7 +215,7 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
                             progress=ctx.progress, eval_fn=fit_eval)
     save_pretrained(tokenizer, folder, "tokenizer", ref.name)
     cache.mark_complete(folder, summary)
-    ctx.summary["tokenizer"] = {"cached": str(folder), "trained_now": True, **summary}
+    ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
     return tokenizer.eval(), folder
 
 
@@ -242,6 +269,8 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
     seconds, clips = 0.0, 0
     with torch.no_grad():
         for batch in clip_batches(eval_ds, ds.eval_clips, ev.batch_size, ctx.device, ctx.progress, "evaluate"):
+            if ev.figures and clips == 0 and hasattr(compressor, "save_figures"):
+                compressor.save_figures(batch["video"][:1], ctx.run_dir / "figures")
             start = time.perf_counter()
             compressed = compressor.compress(batch["video"])
             seconds += time.perf_counter() - start
@@ -293,7 +322,8 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
     ref = ctx.variant.spec.generator
     spec = ctx.catalog.get("generator", ref.name)
     identity = {"kind": "generator", "name": ref.name, "version": spec.version, "preset": ref.preset,
-                "config": ref.config, "tokenizer": tokenizer_identity(ctx, train_ds), "seed": ctx.seed}
+                "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
+                "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
     if ctx.use_cache and cache.is_complete(folder):
         ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}

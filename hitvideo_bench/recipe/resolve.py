@@ -22,7 +22,8 @@ from ..errors import BadInput, HitbenchError, Problem
 from .loader import Located, apply_sets, load_located
 from .schema import ComponentRef, Recipe, Variant
 
-COMPONENT_FIELDS = {"tokenizer": "tokenizer", "codec": "codec", "generator": "generator", "dataset": "dataset"}
+COMPONENT_FIELDS = {"tokenizer": "tokenizer", "codec": "codec", "generator": "generator", "dataset": "dataset",
+                    "eval_dataset": "dataset"}
 
 
 @dataclass
@@ -106,6 +107,8 @@ def _expand(origin: str, body: dict[str, Any], recipe: Recipe, located: Located,
         return []
     base = {"dataset": recipe.dataset.model_dump(exclude_none=True),
             "evaluate": recipe.evaluate.model_dump(exclude_none=True)}
+    if recipe.eval_dataset is not None:
+        base["eval_dataset"] = recipe.eval_dataset.model_dump(exclude_none=True)
     merged = deep_merge(base, body)
     if not recipe.sweep:
         return [(origin, merged)]
@@ -246,12 +249,13 @@ def _check_metrics(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, p
 
 def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, problems: list[Problem]) -> None:
     """Build each component without weights (meta device) and ask it whether it takes the clip shape."""
-    ds = rv.spec.dataset
+    ds = rv.spec.eval_dataset or rv.spec.dataset
     try:
-        dataset = catalog.create("dataset", ds.name, preset=ds.preset, overrides=ds.config, split=ds.eval_split)
+        dataset = catalog.create("dataset", ds.name, preset=ds.preset, overrides=ds.config,
+                                 split=rv.spec.dataset.eval_split)
         rv.clip_shape = tuple(dataset.clip_shape)
     except HitbenchError as exc:
-        path = f"{prefix}.dataset"
+        path = f"{prefix}.{'eval_dataset' if rv.spec.eval_dataset else 'dataset'}"
         problems.append(Problem(str(exc), *locate(path), path))
         return
     for fld in ("tokenizer", "codec"):

@@ -55,6 +55,7 @@ class EvaluateSpec(Strict):
     compression: bool = False
     reconstruction: list[str] = Field(default_factory=list)
     layers: list[int] | Literal["all"] = Field(default_factory=list)
+    figures: bool = Field(True, description="diagnostic figures a component offers (e.g. redundancy maps)")
     curve: list[str] = Field(default_factory=list)
     curve_clips: int = Field(4, ge=1)
     generation: GenerationEval | None = None
@@ -76,6 +77,8 @@ class Variant(Strict):
     codec: ComponentRef | None = None
     generator: ComponentRef | None = None
     dataset: DatasetRef
+    eval_dataset: ComponentRef | None = Field(
+        None, description="evaluate on another dataset (its eval split) than the one trained on")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
 
     @model_validator(mode="after")
@@ -96,6 +99,8 @@ class TableSpec(Strict):
     columns: list[str] | None = None
     sort_by: str | None = None
     decimals: int = Field(4, ge=0, le=10)
+    baseline: dict[str, str] = Field(default_factory=dict, description="variant -> the variant it is compared with")
+    deltas: list[str] = Field(default_factory=list, description="metrics shown also as a difference to the baseline")
 
 
 class PlotSpec(Strict):
@@ -105,6 +110,8 @@ class PlotSpec(Strict):
     metric: str
     title: str | None = None
     file: str | None = None
+    groups: dict[str, list[str]] | None = Field(
+        None, description="bar plots: group name -> variants, drawn as grouped bars")
 
 
 class ReferenceRow(Strict):
@@ -126,6 +133,7 @@ class Recipe(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     dataset: DatasetRef
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    eval_dataset: ComponentRef | None = None
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     table: TableSpec = Field(default_factory=TableSpec)

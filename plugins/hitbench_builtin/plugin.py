@@ -30,6 +30,10 @@ BUILTINS = [
      "causal 3D VAE with hierarchical LFQ codebooks (HiTVideo)"),
     ("tokenizer", "single-layer", f"{_P}.tokenizers.hitvideo:SingleLayerTokenizer",
      "the same causal 3D VAE with one dense LFQ layer (MAGVIT-v2 style baseline)"),
+    ("tokenizer", "masked", f"{_P}.tokenizers.masked:MaskedTokenizer",
+     "dynamic encoding over a base tokenizer: redundant dense tokens dropped, filled by repeat/zero/learned"),
+    ("metric", "mask-stats", f"{_P}.metrics.masking:MaskStats",
+     "mask ratio, tokens kept and saved, bpp without masking (dynamic encoding)"),
     ("generator", "ar-llama", f"{_P}.generators.ar_llama:ARLlamaGenerator",
      "Llama-style AR transformer over coarse-to-fine token pyramids with 3D RoPE and CFG"),
 ]

@@ -1,0 +1,260 @@
+"""Dynamic encoding (paper section 3.3, Fig. 6): drop redundant dense tokens, fill them before decoding.
+
+For each pair of consecutive latent frames of one layer (default: the densest, which holds most of
+the tokens) the difference of the quantised latents is taken per token position. Positions whose
+difference is below that frame's average (or zero: an unchanged code is redundant by any reading,
+which also makes a fully static frame maskable) are masked. The first latent frame is never masked.
+At most ``cap`` of a frame's positions are masked; when more qualify, a seeded random subset of them is
+kept. Masked positions hold no token; the keep-mask travels in the TokenPyramid and its cost is
+counted as side information (1 bit per maskable position, or its binary entropy if entropy-coded).
+
+Fill strategies before decoding: ``repeat`` (the latent of the same position in the previous latent
+frame, which after filling frame by frame is the last kept one), ``zero`` (a zero latent vector) and
+``learned`` (a trained mask embedding; ``fit`` trains it, and optionally the decoder, with the base
+tokenizer otherwise frozen).
+
+The base tokenizer must expose its quantised latents: ``tokens_to_latents(pyramid)`` and
+``decode_latents(latents, layers=None)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hitvideo_bench.components import ComponentConfig, Tokenizer
+from hitvideo_bench.errors import BadInput
+from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.training import TrainConfig
+
+
+class BaseRef(BaseModel):
+    """The tokenizer to wrap, by catalog name (its preset defaults to the masked tokenizer's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "hitvideo"
+    preset: Literal["tiny", "small", "paper"] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class MaskedConfig(ComponentConfig):
+    base: BaseRef = Field(default_factory=BaseRef)
+    strategy: Literal["repeat", "zero", "learned"] = "repeat"
+    layer: int = Field(0, ge=0, description="which layer is masked (0 = densest)")
+    cap: float = Field(0.85, gt=0, lt=1, description="largest share of a frame's positions that is masked")
+    seed: int = 0
+    side_info: Literal["raw", "entropy"] = "raw"
+    finetune_decoder: bool = False
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=0))
+
+    @field_validator("cap")
+    @classmethod
+    def _cap(cls, v):
+        if not 0 < v < 1:
+            raise ValueError("cap must lie strictly between 0 and 1")
+        return v
+
+
+# ------------------------------------------------------------------------------------------ the rule
+
+
+def redundancy(latents: torch.Tensor) -> torch.Tensor:
+    """Difference matrix of consecutive latent frames: ``(B, d, t, h, w) -> (B, t-1, h, w)`` (L1 over channels)."""
+    return (latents[:, :, 1:] - latents[:, :, :-1]).abs().sum(dim=1)
+
+
+def keep_mask(latents: torch.Tensor, cap: float, seed: int) -> torch.Tensor:
+    """Which positions keep their token: ``(B, t, h, w)`` bool; the first latent frame is always kept."""
+    diff = redundancy(latents)
+    mean = diff.mean(dim=(2, 3), keepdim=True)
+    masked = (diff < mean) | (diff == 0)
+    B, t1, h, w = masked.shape
+    limit = math.floor(cap * h * w)
+    flat = masked.reshape(B * t1, h * w)
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(flat.shape, generator=generator).to(flat.device)
+    for row in torch.nonzero(flat.sum(1) > limit).flatten().tolist():
+        candidates = torch.nonzero(flat[row]).flatten()
+        order = torch.argsort(scores[row, candidates])
+        flat[row, candidates[order[limit:]]] = False  # a seeded random subset stays unmasked
+    keep = ~flat.reshape(B, t1, h, w)
+    first = torch.ones(B, 1, h, w, dtype=torch.bool, device=keep.device)
+    return torch.cat([first, keep], dim=1)
+
+
+def fill(latents: torch.Tensor, keep: torch.Tensor, strategy: str, embedding: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill masked positions of ``latents (B, d, t, h, w)`` by ``strategy``."""
+    keep = keep.unsqueeze(1)
+    if strategy == "zero":
+        return torch.where(keep, latents, torch.zeros_like(latents))
+    if strategy == "learned":
+        return torch.where(keep, latents, embedding.view(1, -1, 1, 1, 1).to(latents.dtype).expand_as(latents))
+    frames = [latents[:, :, 0]]
+    for i in range(1, latents.shape[2]):
+        frames.append(torch.where(keep[:, :, i], latents[:, :, i], frames[-1]))
+    return torch.stack(frames, dim=2)
+
+
+def side_information_bits(keep: torch.Tensor, mode: str) -> torch.Tensor:
+    """Bits per clip that say which positions were dropped (frames after the first)."""
+    maskable = keep[:, 1:].flatten(1)
+    n = maskable.shape[1]
+    if mode == "raw" or n == 0:
+        return torch.full((keep.shape[0],), float(n), dtype=torch.float64)
+    p = (~maskable).double().mean(1).clamp(1e-12, 1 - 1e-12)
+    entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+    return (entropy * n).where((p > 1e-12) & (p < 1 - 1e-12), torch.zeros_like(p))
+
+
+# ------------------------------------------------------------------------------------------ the tokenizer
+
+
+class MaskedTokenizer(Tokenizer):
+    """Any latent-exposing tokenizer with dynamic encoding of one layer."""
+
+    Config = MaskedConfig
+
+    def __init__(self, config: MaskedConfig, base: Tokenizer | None = None):
+        super().__init__(config)
+        if base is None:
+            from hitvideo_bench.manager import get_catalog
+
+            ref = config.base
+            base = get_catalog().create("tokenizer", ref.name, preset=ref.preset or config.preset,
+                                        overrides=ref.config)
+        for hook in ("tokens_to_latents", "decode_latents"):
+            if not callable(getattr(base, hook, None)):
+                raise BadInput(f"masked: base tokenizer {config.base.name!r} does not expose {hook}(); "
+                               "dynamic encoding needs its quantised latents")
+        if config.layer >= base.num_layers:
+            raise BadInput(f"masked: layer {config.layer} does not exist; {config.base.name} has layers "
+                           f"0..{base.num_layers - 1}")
+        self.base = base
+        dim = int(math.log2(base.codebook_sizes[config.layer]))
+        self.mask_embedding = torch.nn.Parameter(torch.zeros(dim)) if config.strategy == "learned" else None
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return self.base.codebook_sizes
+
+    @property
+    def trainable(self) -> bool:
+        return self.config.strategy == "learned" and self.config.train.steps > 0
+
+    def token_grid_shapes(self, frames, height, width):
+        return self.base.token_grid_shapes(frames, height, width)
+
+    def encode(self, video: torch.Tensor) -> TokenPyramid:
+        pyramid = self.base.encode(video)
+        layer = self.config.layer
+        latents = self.base.tokens_to_latents(pyramid)[layer]
+        keep = keep_mask(latents, self.config.cap, self.config.seed)
+        layers = list(pyramid.layers)
+        layers[layer] = torch.where(keep, layers[layer], torch.zeros_like(layers[layer]))
+        masks = list(pyramid.masks)
+        masks[layer] = keep
+        return TokenPyramid(layers, pyramid.codebook_sizes, masks)
+
+    def filled_latents(self, pyramid: TokenPyramid) -> list[torch.Tensor]:
+        """Per-layer latents with the masked positions filled by the strategy."""
+        latents = list(self.base.tokens_to_latents(pyramid))
+        keep = pyramid.masks[self.config.layer]
+        if keep is not None:
+            latents[self.config.layer] = fill(latents[self.config.layer], keep, self.config.strategy,
+                                              self.mask_embedding)
+        return latents
+
+    def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
+        return self.base.decode_latents(self.filled_latents(pyramid), layers=layers)
+
+    def side_info_bits(self, pyramid: TokenPyramid) -> torch.Tensor:
+        keep = pyramid.masks[self.config.layer]
+        if keep is None:
+            return torch.zeros(pyramid.batch_size, dtype=torch.float64)
+        return side_information_bits(keep.cpu(), self.config.side_info)
+
+    def side_info_note(self) -> str:
+        how = "1 bit per maskable position" if self.config.side_info == "raw" else \
+            "binary entropy of the keep-mask per maskable position"
+        return f" + keep-mask side information ({how})"
+
+    @torch.no_grad()
+    def save_figures(self, video: torch.Tensor, folder: Path) -> list[Path]:
+        """The redundancy map of one clip: input frames, difference matrix and keep-mask per latent frame."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from hitvideo_bench.report import save_figure
+
+        pyramid = self.encode(video[:1])
+        latents = self.base.tokens_to_latents(pyramid)[self.config.layer]
+        diff = redundancy(latents)[0].cpu()
+        keep = pyramid.masks[self.config.layer][0].cpu()
+        t = keep.shape[0]
+        T = video.shape[2]
+        fig, axes = plt.subplots(3, t, figsize=(1.8 * t, 5.4), squeeze=False)
+        for i in range(t):
+            frame = video[0, :, min(T - 1, round(i * T / t))].permute(1, 2, 0).clamp(0, 1).cpu()
+            axes[0][i].imshow(frame.numpy())
+            axes[0][i].set_title(f"latent frame {i}", fontsize=7)
+            if i > 0:
+                axes[1][i].imshow(diff[i - 1].numpy(), cmap="magma")
+            axes[2][i].imshow(keep[i].float().numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[2][i].set_xlabel(f"kept {int(keep[i].sum())}/{keep[i].numel()}", fontsize=7)
+            for ax in axes[:, i]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[0][0].set_ylabel("input")
+        axes[1][0].set_ylabel("difference")
+        axes[2][0].set_ylabel("keep-mask")
+        fig.suptitle(f"redundancy map, layer {self.config.layer} (white = token kept)", fontsize=9)
+        return [save_figure(fig, Path(folder) / "redundancy_map.png")]
+
+    # -------------------------------------------------------------------------------- training
+
+    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict:
+        """Train the mask embedding (and optionally the decoder) with the base otherwise frozen."""
+        from hitvideo_bench.training import train
+
+        return train(_MaskTask(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
+                     progress=progress, eval_fn=eval_fn)
+
+    def save_pretrained(self, path: Path) -> None:
+        from hitvideo_bench.checkpoint import save_pretrained
+
+        save_pretrained(self, path, "tokenizer", "masked")
+
+
+class _MaskTask:
+    """TrainTask: L1 reconstruction through the learned fill; the base frozen except its decoder if asked."""
+
+    def __init__(self, tokenizer: MaskedTokenizer):
+        self.tok = tokenizer
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"tokenizer": self.tok}
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        params = [self.tok.mask_embedding]
+        if self.tok.config.finetune_decoder:
+            params += list(self.tok.base.decoder_parameters())
+        for p in self.tok.base.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        return {"main": params}
+
+    def training_step(self, batch, step: int, trainer) -> dict[str, float]:
+        video = batch["video"]
+        with torch.no_grad():
+            pyramid = self.tok.encode(video)
+        rec = self.tok.decode(pyramid)
+        loss = (rec - video).abs().mean()
+        trainer.step(loss, "main")
+        return {"l1": float(loss)}

@@ -1,0 +1,1 @@
+"""hitbench-example-plugin: a patch tokenizer with binary codes, trained by hitbench's shared trainer."""

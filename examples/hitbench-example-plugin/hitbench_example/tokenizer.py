@@ -1,0 +1,96 @@
+"""PatchBinaryTokenizer: a one-layer learned tokenizer, written as a third-party plugin would write it.
+
+Each 1 x 4 x 4 patch is encoded by a small conv net to ``bits`` channels, each quantised to its sign
+(lookup-free, straight-through), so a token is a ``bits``-bit integer. Training goes through
+hitbench's shared trainer: this file only says which modules and parameters there are and what one
+training step computes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from hitvideo_bench.checkpoint import save_pretrained
+from hitvideo_bench.components import ComponentConfig, Tokenizer
+from hitvideo_bench.errors import ShapeError
+from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.training import TrainConfig, train
+
+
+class PatchBinaryConfig(ComponentConfig):
+    bits: int = Field(8, ge=1, le=20)
+    patch: int = Field(4, ge=1)
+    width: int = Field(32, ge=4)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=60, batch_size=8, lr=3e-3))
+    presets = {"small": {"width": 64}, "paper": {"width": 128, "bits": 16, "patch": 8}}
+
+
+class PatchBinaryTokenizer(Tokenizer):
+    """Patch -> conv -> sign bits -> token; token -> bits -> conv -> patch."""
+
+    Config = PatchBinaryConfig
+
+    def __init__(self, config: PatchBinaryConfig):
+        super().__init__(config)
+        p, w, b = config.patch, config.width, config.bits
+        self.encoder = nn.Sequential(nn.Conv3d(3, w, (1, p, p), stride=(1, p, p)), nn.GELU(), nn.Conv3d(w, b, 1))
+        self.decoder = nn.Sequential(nn.Conv3d(b, w, 1), nn.GELU(), nn.ConvTranspose3d(w, 3, (1, p, p), stride=(1, p, p)))
+        self.register_buffer("powers", 2 ** torch.arange(b), persistent=False)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [2 ** self.config.bits]
+
+    def token_grid_shapes(self, frames, height, width):
+        p = self.config.patch
+        if height % p or width % p:
+            raise ShapeError(f"patch-binary: height and width must be multiples of the patch size {p}, "
+                             f"got {height}x{width}")
+        return [(frames, height // p, width // p)]
+
+    def quantize(self, video: torch.Tensor) -> torch.Tensor:
+        """Latents in {-1, +1} with straight-through gradients."""
+        z = self.encoder(video * 2 - 1)
+        return z + (torch.where(z > 0, 1.0, -1.0) - z).detach()
+
+    def encode(self, video):
+        bits = (self.quantize(video) > 0).long()
+        tokens = (bits * self.powers.view(1, -1, 1, 1, 1)).sum(1)
+        return TokenPyramid([tokens], self.codebook_sizes)
+
+    def decode(self, pyramid, layers=None):
+        bits = (pyramid.layers[0].unsqueeze(1) // self.powers.view(1, -1, 1, 1, 1)) % 2
+        return self.reconstruct(bits.float() * 2 - 1)
+
+    def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
+        return ((self.decoder(latents) + 1) / 2).clamp(0, 1)
+
+    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict:
+        return train(_Task(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
+                     progress=progress, eval_fn=eval_fn)
+
+    def save_pretrained(self, path: Path) -> None:
+        save_pretrained(self, path, "tokenizer", "patch-binary")
+
+
+class _Task:
+    """What the shared trainer needs: modules, parameter groups, one step."""
+
+    def __init__(self, tokenizer: PatchBinaryTokenizer):
+        self.tokenizer = tokenizer
+
+    def modules(self):
+        return {"tokenizer": self.tokenizer}
+
+    def param_groups(self):
+        return {"main": list(self.tokenizer.parameters())}
+
+    def training_step(self, batch, step, trainer):
+        video = batch["video"]
+        loss = (self.tokenizer.reconstruct(self.tokenizer.quantize(video)) - video).abs().mean()
+        trainer.step(loss, "main")
+        return {"l1": float(loss)}

@@ -249,7 +249,8 @@ class BenchMetric(Metric):
     """A torchmetrics metric that also says which inputs it needs and where it applies.
 
     Implement ``update`` (taking the names in ``inputs`` as keyword arguments) and ``compute``
-    (a scalar tensor, or a dict of named scalars that the runner reports as ``metric/key``).
+    (a scalar tensor, or a dict of named scalars that the runner reports as ``metric/key``; the key
+    ``""`` is the headline value, reported under the metric's own name).
     Declare state with ``add_state(..., dist_reduce_fx=...)`` so it merges across processes.
     A metric whose pretrained weights are missing raises :class:`WeightsUnavailable` from its
     constructor; the runner then reports ``unavailable: <hint>`` instead of a number.

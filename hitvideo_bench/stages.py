@@ -108,7 +108,7 @@ class MetricSet:
             prov = json.dumps(metric.provenance(), default=str, sort_keys=True)
             items = value.items() if isinstance(value, dict) else [(None, value)]
             for key, val in items:
-                metric_name = f"{name}/{key}" if key is not None else name
+                metric_name = f"{name}/{key}" if key else name  # key "" is the metric's headline value
                 out.append(row(metric_name + self.suffix, float(val), self.higher[name], step=step,
                                provenance=prov))
         for name, hint in self.unavailable.items():

@@ -98,7 +98,11 @@ class VideoDataset(torch.utils.data.Dataset, ABC):
 
 @dataclass
 class Compressed:
-    """Result of compressing a batch: reconstruction, bits per clip and what was counted."""
+    """Result of compressing a batch: reconstruction, bits per clip and what was counted.
+
+    ``info["per_clip"]`` may map names to one number per clip (e.g. the codec's chosen CRF, or the
+    yuv420p ceiling PSNR); the runner reports each as its mean over the evaluated clips.
+    """
 
     reconstruction: torch.Tensor  # (B, 3, T, H, W) in [0, 1]
     bits: torch.Tensor  # (B,) float64, bits actually spent per clip

@@ -136,7 +136,7 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     """table.md / table.csv / table.html, each written atomically."""
     wide = build_table(df, table, variant_order)
     heading = table.title or title
-    md = f"# {heading}\n\n{wide.to_markdown(index=False)}\n\n{_footnotes(df)}"
+    md = f"# {heading}\n\n{wide.to_markdown(index=False, disable_numparse=True)}\n\n{_footnotes(df)}"
     files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
     write_text(files[0], md)
     write_text(files[1], wide.to_csv(index=False))

@@ -267,6 +267,7 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
                   if set(ctx.catalog.get("metric", n).load().inputs) <= {"pred", "target"}]
     partial = {k: MetricSet(ctx, pixel_only, suffix=f"@{k}") for k in layer_counts}
     seconds, clips = 0.0, 0
+    per_clip: dict[str, list[float]] = {}
     with torch.no_grad():
         for batch in clip_batches(eval_ds, ds.eval_clips, ev.batch_size, ctx.device, ctx.progress, "evaluate"):
             if ev.figures and clips == 0 and hasattr(compressor, "save_figures"):
@@ -276,11 +277,16 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
             seconds += time.perf_counter() - start
             clips += batch["video"].shape[0]
             full.update(**metric_inputs(batch, compressed.reconstruction, compressed))
+            for name, values in compressed.info.get("per_clip", {}).items():
+                per_clip.setdefault(name, []).extend(float(v) for v in values)
+            ctx.summary.setdefault("compress_info", []).append(
+                {k: v for k, v in compressed.info.items() if _jsonable(v)})
             for k, metrics in partial.items():
                 pred = compressor.decode(compressed.pyramid, layers=k).clamp(0, 1)
                 metrics.update(**metric_inputs(batch, pred, compressed))
-    ctx.summary["compress_info"] = {k: v for k, v in compressed.info.items() if _jsonable(v)}
     rows = full.rows() + [r for metrics in partial.values() for r in metrics.rows()]
+    for name, values in per_clip.items():
+        rows.append(row(name, sum(values) / len(values)))
     rows.append(row("compress_s_per_clip", seconds / max(clips, 1), False, timing=True))
     return rows
 

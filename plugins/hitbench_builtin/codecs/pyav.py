@@ -152,7 +152,9 @@ class PyAVCodec(Codec):
             recs.append(from_uint8_frames(decoded))
             bits.append(8.0 * sum(map(len, packets)))
             infos.append({"crf": crf, "yuv420p_ceiling_psnr": yuv420_ceiling_psnr(frames), **info})
-        info = {"counted": self.counted, "codec": self.encoder, "clips": infos}
+        per_clip = {"yuv420p_ceiling_psnr": [c["yuv420p_ceiling_psnr"] for c in infos],
+                    "crf": [c["crf"] for c in infos]}
+        info = {"counted": self.counted, "codec": self.encoder, "clips": infos, "per_clip": per_clip}
         return Compressed(torch.stack(recs).to(video.device), torch.tensor(bits, dtype=torch.float64), None, info)
 
     def check_shape(self, frames: int, height: int, width: int) -> None:

@@ -74,12 +74,13 @@ def test_a_static_clip_ends_at_exactly_the_cap_and_is_seeded():
 
 
 def test_fill_strategies_on_a_hand_built_example():
-    latents = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 4, 1, 1).repeat(1, 2, 1, 1, 1)
+    latents = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]).view(1, 2, 4, 1, 1)
     keep = torch.tensor([True, False, False, True]).view(1, 4, 1, 1)
     assert fill(latents, keep, "repeat")[0, 0, :, 0, 0].tolist() == [1, 1, 1, 4]
-    assert fill(latents, keep, "zero")[0, 1, :, 0, 0].tolist() == [1, 0, 0, 4]
+    assert fill(latents, keep, "repeat")[0, 1, :, 0, 0].tolist() == [5, 5, 5, 8]
+    assert fill(latents, keep, "zero")[0, 1, :, 0, 0].tolist() == [5, 0, 0, 8]
     learned = fill(latents, keep, "learned", torch.tensor([7.0, 8.0]))
-    assert learned[0, :, :, 0, 0].tolist() == [[1, 7, 7, 4], [2, 8, 8, 4]]
+    assert learned[0, :, :, 0, 0].tolist() == [[1, 7, 7, 4], [5, 8, 8, 8]]
 
 
 def test_side_information_is_counted_in_the_bits():

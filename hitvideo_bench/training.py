@@ -1,0 +1,378 @@
+"""The shared trainer: every trainable component (tokenizers, generators, probes, third-party plugins)
+trains through :func:`train`, so they all get the same optimiser, schedule, checkpoints and resume.
+
+A component describes its training as a *task* object:
+
+``modules() -> dict[str, nn.Module]``
+    what is checkpointed (and, under ``torchrun``, kept in sync across processes);
+``param_groups() -> dict[str, list[Parameter]]``
+    one AdamW optimiser and one LR schedule per group (e.g. ``"main"`` and ``"disc"``);
+``training_step(batch, step, trainer) -> dict[str, float]``
+    computes the losses and calls ``trainer.step(loss, group)`` once per group it updates;
+``collate(items) -> batch`` (optional)
+    builds a batch from dataset items; by default video items become
+    ``{"video": (B,3,T,H,W), "captions": [...], "attrs": [...]}``.
+
+Determinism: the batch order is a function of ``(seed, epoch)`` only, the global RNG is seeded
+once and saved in every checkpoint, so a run interrupted after any checkpoint and resumed ends with
+bit-identical weights on CPU. Checkpoints are written atomically (a new folder renamed over the old).
+
+Distributed: under ``torchrun`` (``torch.distributed`` initialised by :func:`init_distributed`) every
+rank takes its share of each global batch and gradients are averaged across ranks by
+:class:`torch.nn.parallel.DistributedDataParallel`'s reducer semantics (all-reduce of the gradients
+after backward); only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from .errors import BadInput
+
+CHECKPOINT = "checkpoint"
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings, embedded as ``train:`` in a trainable component's config."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    steps: int = Field(200, ge=0, description="optimizer steps (per group)")
+    batch_size: int = Field(8, ge=1, description="global batch size (split over processes)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, then cosine decay")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm per group; null = off")
+    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights; the EMA weights are kept")
+    checkpoint_every: int = Field(100, ge=1)
+    eval_every: int = Field(0, ge=0, description="call the curve evaluation every N steps; 0 = off")
+    log_every: int = Field(10, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    num_workers: int = Field(0, ge=0, description="data-loading worker processes (video decoding off the main one)")
+
+
+class TrainTask(Protocol):
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+    def training_step(self, batch: Any, step: int, trainer: Trainer) -> dict[str, float]: ...
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
+def init_distributed(device: torch.device | None = None) -> torch.device:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` (nccl on CUDA, gloo on CPU).
+
+    Returns the device this process should use (its local GPU under nccl).
+    """
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+        return device or default_device()
+    use_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
+    """Average gradients over processes (one flat all-reduce, as DDP's reducer does)."""
+    _, size = world()
+    grads = [p.grad for p in params if p.grad is not None]
+    if size == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _broadcast_modules(modules: dict[str, torch.nn.Module]) -> None:
+    """Start every rank from rank 0's weights."""
+    if world()[1] == 1:
+        return
+    for module in modules.values():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+# ------------------------------------------------------------------------------------------ data order
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Index lists of this rank's share of the global batches ``start .. steps-1``.
+
+    Step ``s`` uses epoch ``s // batches_per_epoch`` of a permutation seeded by ``(seed, epoch)``.
+    The order depends on nothing else, so a resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, steps: int):
+        if size == 0:
+            raise BadInput("training data is empty")
+        self.size, self.seed, self.start, self.steps = size, seed, start, steps
+        self.batch_size = min(batch_size, size)
+        self.per_epoch = size // self.batch_size
+        self.rank, self.world_size = world()
+
+    def batch(self, step: int) -> list[int]:
+        epoch, j = divmod(step, self.per_epoch)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.size, generator=g)
+        indices = perm[j * self.batch_size:(j + 1) * self.batch_size].tolist()
+        return indices[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+
+def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Default collate of dataset items ``{video, caption, attrs}``."""
+    return {"video": torch.stack([it["video"] for it in items]),
+            "captions": [it.get("caption", "") for it in items],
+            "attrs": [it.get("attrs", {}) for it in items]}
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Optimisers, schedules, precision and checkpoints for one task (see the module docstring)."""
+
+    def __init__(self, task: TrainTask, cfg: TrainConfig, device: torch.device):
+        self.task, self.config, self.device = task, cfg, torch.device(device)
+        self.modules = task.modules()
+        self.groups = {name: [p for p in params if p.requires_grad] for name, params in task.param_groups().items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            for name, params in self.groups.items()}
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+                           for name, opt in self.optimizers.items()}
+        fp16 = cfg.precision == "fp16" and self.device.type == "cuda"
+        self.scalers = {name: torch.amp.GradScaler(self.device.type, enabled=fp16) for name in self.groups}
+        self.ema: dict[str, torch.Tensor] | None = None
+        if cfg.ema:
+            self.ema = {k: v.detach().clone() for k, v in self._state().items() if v.is_floating_point()}
+        self.step_count = 0
+        self.grad_norms: dict[str, float] = {}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the configured precision (a no-op in fp32, and for fp16 on CPU)."""
+        if self.config.precision == "fp32" or (self.config.precision == "fp16" and self.device.type != "cuda"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def step(self, loss: torch.Tensor, group: str = "main") -> None:
+        """Backward ``loss`` and update the parameters of ``group`` (clip, optimiser, schedule)."""
+        if group not in self.optimizers:
+            raise KeyError(f"unknown parameter group {group!r}; the task declares {sorted(self.optimizers)}")
+        opt, scaler, params = self.optimizers[group], self.scalers[group], self.groups[group]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        _all_reduce_grads(params)
+        if self.config.grad_clip:
+            scaler.unscale_(opt)
+            self.grad_norms[group] = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+        scaler.step(opt)
+        scaler.update()
+        self.schedulers[group].step()
+        for p in params:  # no stale gradient of this group leaks into another group's backward
+            p.grad = None
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}
+
+    def update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.config.ema
+        with torch.no_grad():
+            for k, v in self._state().items():
+                if k in self.ema:
+                    self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+
+    def apply_ema(self) -> None:
+        """Copy the EMA weights into the modules (done once training ends)."""
+        if self.ema is None:
+            return
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            state = module.state_dict()
+            state.update({k[len(prefix):]: v for k, v in self.ema.items() if k.startswith(prefix)})
+            module.load_state_dict(state)
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def save(self, folder: Path, extra: dict[str, Any]) -> None:
+        """Write weights (safetensors) and trainer state to ``folder`` atomically (rank 0 only)."""
+        if not is_main_process():
+            return
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        weights = {k: v.detach().contiguous().cpu().clone() for k, v in self._state().items()}
+        save_file(weights, str(tmp / "weights.safetensors"))
+        if self.ema is not None:
+            save_file({k: v.cpu().contiguous() for k, v in self.ema.items()}, str(tmp / "ema.safetensors"))
+        state = {"step": self.step_count,
+                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                 "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+                 "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "extra": extra}
+        torch.save(state, tmp / "state.pt")
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Restore a checkpoint written by :meth:`save`; returns its ``extra`` dict."""
+        folder = Path(folder)
+        weights = load_file(str(folder / "weights.safetensors"))
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        if self.ema is not None and (folder / "ema.safetensors").exists():
+            self.ema = {k: v.to(self.device) for k, v in load_file(str(folder / "ema.safetensors")).items()}
+        state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][k])
+        for k, scaler in self.scalers.items():
+            scaler.load_state_dict(state["scalers"][k])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step_count = int(state["step"])
+        return state["extra"]
+
+
+def _recover(folder: Path) -> None:
+    """Finish an interrupted checkpoint swap (crash between the two renames)."""
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and old.exists():
+        os.replace(old, folder)
+
+
+def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, workdir: Path,
+          device: torch.device | str, seed: int, progress: bool = True,
+          eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train ``task`` for ``cfg.steps`` steps on ``data``; resume from ``workdir`` if it holds a checkpoint.
+
+    Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "precision"}``.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    workdir = Path(workdir)
+    ckpt = workdir / CHECKPOINT
+    _recover(ckpt)
+    torch.manual_seed(seed)
+    trainer = Trainer(task, cfg, device)
+    _broadcast_modules(trainer.modules)
+    extra: dict[str, Any] = {"losses": [], "curve": [], "seconds": 0.0}
+    if (ckpt / "state.pt").exists():
+        extra = trainer.load(ckpt)
+    start = trainer.step_count
+    sampler = StepBatches(len(data), cfg.batch_size, seed, start, cfg.steps)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         collate_fn=getattr(task, "collate", collate_videos),
+                                         generator=torch.Generator().manual_seed(seed))  # not the global RNG
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
+               disable=not progress or not is_main_process(), leave=False)
+    window: dict[str, list[float]] = {}
+    began = time.perf_counter()
+    for module in trainer.modules.values():
+        module.train()
+    for step, batch in zip(range(start, cfg.steps), loader):
+        logs = task.training_step(to_device(batch, device), step, trainer)
+        trainer.step_count = step + 1
+        trainer.update_ema()
+        for k, v in logs.items():
+            window.setdefault(k, []).append(float(v))
+        done = trainer.step_count
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            means = {k: sum(v) / len(v) for k, v in window.items()}
+            extra["losses"].append({"step": done, **means})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+            window = {}
+        if eval_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            extra["curve"].append({"step": done, **eval_fn(done)})
+        bar.update(1)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            extra["seconds"] += time.perf_counter() - began
+            began = time.perf_counter()
+            trainer.save(ckpt, extra)
+    bar.close()
+    trainer.apply_ema()
+    for module in trainer.modules.values():
+        module.eval()
+    return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
+            "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
+            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1]}

@@ -1,0 +1,129 @@
+"""The shared trainer: deterministic order, bit-identical resume, schedules, EMA, atomic checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hitvideo_bench.training import StepBatches, TrainConfig, lr_factor, train
+
+
+class FixtureClips(torch.utils.data.Dataset):
+    """Fixture: 12 random 'clips' whose target is a fixed linear map of the input."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(12, 3, 2, 4, 4, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"video": self.x[i], "caption": f"clip {i}", "attrs": {}}
+
+
+class FixtureTask:
+    """Fixture task: a conv with dropout (so the global RNG matters) fits x -> 0.5 x."""
+
+    def __init__(self):
+        self.net = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 1), torch.nn.Dropout(0.2), torch.nn.Conv3d(8, 3, 1))
+
+    def modules(self):
+        return {"net": self.net}
+
+    def param_groups(self):
+        return {"main": list(self.net.parameters())}
+
+    def training_step(self, batch, step, trainer):
+        with trainer.autocast():
+            loss = (self.net(batch["video"]) - 0.5 * batch["video"]).pow(2).mean()
+        trainer.step(loss, "main")
+        return {"mse": loss.item()}
+
+
+def run(tmp_path, steps, cfg=None, seed=0):
+    torch.manual_seed(123)  # the task's initial weights
+    task = FixtureTask()
+    cfg = cfg or TrainConfig(steps=steps, batch_size=4, lr=1e-2, checkpoint_every=5, log_every=1, warmup_steps=2)
+    summary = train(task, FixtureClips(), cfg.model_copy(update={"steps": steps}), workdir=tmp_path,
+                    device="cpu", seed=seed, progress=False)
+    return task.net.state_dict(), summary
+
+
+def test_training_reduces_the_loss_and_checkpoints(tmp_path):
+    _, summary = run(tmp_path, 20)
+    assert summary["losses"][-1]["mse"] < summary["losses"][0]["mse"] * 0.5
+    assert (tmp_path / "checkpoint" / "weights.safetensors").exists()
+    assert set(load_file(str(tmp_path / "checkpoint" / "weights.safetensors"))) == \
+        {f"net.{k}" for k in FixtureTask().net.state_dict()}
+    assert not list(tmp_path.glob(".checkpoint*"))  # no temporary folders left behind
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    straight, _ = run(tmp_path / "a", 15)
+    original = FixtureTask.training_step
+
+    def crash_at_12(self, batch, step, trainer):
+        if step == 12:
+            raise KeyboardInterrupt  # killed after the step-10 checkpoint, mid-way to the next
+        return original(self, batch, step, trainer)
+
+    FixtureTask.training_step = crash_at_12
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "b", 15)
+    finally:
+        FixtureTask.training_step = original
+    resumed, summary = run(tmp_path / "b", 15)
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+    assert [p["step"] for p in summary["losses"]] == list(range(1, 16))
+
+
+def test_a_different_seed_gives_a_different_result(tmp_path):
+    a, _ = run(tmp_path / "a", 5, seed=0)
+    b, _ = run(tmp_path / "b", 5, seed=1)
+    assert not torch.equal(a["0.weight"], b["0.weight"])
+
+
+def test_batches_depend_only_on_seed_and_step():
+    full = list(StepBatches(10, 4, seed=3, start=0, steps=9))
+    later = list(StepBatches(10, 4, seed=3, start=5, steps=9))
+    assert later == full[5:]
+    assert sorted(sum(full[:2], [])) == sorted(set(sum(full[:2], [])))  # no repeats within an epoch
+    assert all(len(b) == 4 for b in full)
+
+
+def test_warmup_then_cosine_schedule():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+    assert lr_factor(55, cfg) == pytest.approx(0.55)
+
+
+def test_ema_weights_are_kept_at_the_end(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=4, lr=1e-2, ema=0.5, checkpoint_every=5)
+    with_ema, _ = run(tmp_path / "ema", 10, cfg)
+    without, _ = run(tmp_path / "plain", 10, cfg.model_copy(update={"ema": None}))
+    assert not torch.equal(with_ema["0.weight"], without["0.weight"])
+
+
+def test_eval_fn_builds_a_curve(tmp_path):
+    torch.manual_seed(0)
+    task = FixtureTask()
+    cfg = TrainConfig(steps=6, batch_size=4, eval_every=3)
+    summary = train(task, FixtureClips(), cfg, workdir=tmp_path, device="cpu", seed=0, progress=False,
+                    eval_fn=lambda step: {"psnr": float(step)})
+    assert summary["curve"] == [{"step": 3, "psnr": 3.0}, {"step": 6, "psnr": 6.0}]
+
+
+def test_unknown_group_is_a_clear_error(tmp_path):
+    class Bad(FixtureTask):
+        def training_step(self, batch, step, trainer):
+            trainer.step(self.net(batch["video"]).mean(), "disc")
+
+    with pytest.raises(KeyError, match="disc"):
+        train(Bad(), FixtureClips(), TrainConfig(steps=1), workdir=tmp_path, device="cpu", seed=0, progress=False)

@@ -1,0 +1,393 @@
+"""video-folder: your own video files, read with PyAV, resampled to a frame rate, cropped, captioned.
+
+Files: every ``*.mp4|webm|mkv|mov|avi`` under ``root``, recursively (hidden files such as macOS
+``._x.mp4`` are ignored). A relative ``root`` is relative to the working directory.
+
+Splits (``train``, ``val``, ``test``, and ``all`` = every file), by ``split_rule``:
+
+- ``folders``: the files under ``root/<split>/``;
+- ``hash``: each file goes to a split by a CRC32 hash of ``seed`` and its path relative to ``root``
+  (``test_fraction``, then ``val_fraction``, the rest train). Stable across machines, and adding a
+  file never moves another one, so the splits stay disjoint as the folder grows;
+- ``all``: every split holds every file (to evaluate on a few real clips);
+- ``auto`` (default): ``folders`` if ``root`` has ``train/`` and ``val/`` folders, else ``hash``.
+
+Clips: ``frames`` frames resampled by presentation timestamps to ``fps`` (the paper: 8), the frame
+shown at ``start + k / fps`` being the last one whose timestamp is not after it (the rule of
+:func:`hitvideo_bench.video.resample_indices`); then cropped to the aspect ratio (``crop: center`` or a
+seeded ``random`` crop) and resized to ``height x width``. A file longer than one clip gives up to
+``max_clips_per_file`` clips ``clip_stride`` seconds apart (default: back to back). Only the frames a
+clip shows are decoded to RGB, so long or large files do not fill memory.
+
+A file shorter than one clip (``short_clips``): ``error`` (default) is an error naming the file and
+its length; ``pad`` repeats its last frame; ``loop`` plays it again from the start.
+
+Captions, first match wins: a same-stem ``.txt`` beside the video; else an entry of the caption index
+in ``root`` -- ``captions.jsonl`` (lines ``{"file": "a/b.mp4", "caption": "..."}``) or ``captions.csv``
+(columns ``file,caption``), ``file`` being the path relative to ``root`` or the bare file name; else
+the file's stem (``dog_running.mp4`` -> ``"dog_running"``).
+
+A file that cannot be read is an error naming it -- or, with ``on_error: skip``, skipped with a warning
+naming it. Files are listed when the dataset is built (a missing or empty ``root`` fails then, also in
+``hitbench validate``); they are probed (packets demuxed, first frame decoded) on first use.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from hitvideo_bench.components import ComponentConfig, VideoDataset
+from hitvideo_bench.errors import BadInput
+from hitvideo_bench.video import crop_resize, from_uint8_frames
+
+EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi")
+SPLITS = ("train", "val", "test", "all")
+CAPTION_INDEXES = ("captions.jsonl", "captions.csv")
+_TOL = 1e-6  # seconds: timestamps are rounded to the stream's time base
+_DURATION_TOL = 1e-3  # seconds: mkv/webm timestamps are rounded to milliseconds
+
+
+class VideoFolderConfig(ComponentConfig):
+    root: Path = Field(Path("data/videos"), description="folder of video files (relative: to the working dir)")
+    frames: int = Field(16, ge=1)
+    height: int = Field(64, ge=8)
+    width: int = Field(64, ge=8)
+    fps: float = Field(8.0, gt=0, description="clips are resampled to this frame rate (the paper: 8)")
+    crop: Literal["center", "random"] = "center"
+    split_rule: Literal["auto", "folders", "hash", "all"] = "auto"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    max_clips_per_file: int = Field(1, ge=1)
+    clip_stride: float | None = Field(None, gt=0, description="seconds between clip starts; default: clip length")
+    short_clips: Literal["error", "pad", "loop"] = "error"
+    on_error: Literal["raise", "skip"] = "raise"
+    extensions: tuple[str, ...] = EXTENSIONS
+    seed: int = 0
+    presets = {"tiny": {}, "small": {"frames": 32, "height": 128, "width": 128},
+               "paper": {"frames": 64, "height": 256, "width": 256}}
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(e.lower().lstrip(".") for e in value if e.strip(". "))
+        if not out:
+            raise ValueError(f"needs at least one file extension, e.g. {', '.join(EXTENSIONS)}")
+        return out
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> VideoFolderConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 (the rest is train), got "
+                             f"{self.val_fraction:g} + {self.test_fraction:g}")
+        return self
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What indexing learned of a file: first timestamp (stream clock, s) and frame times after it."""
+
+    first: float
+    times: np.ndarray  # sorted, seconds from ``first``
+    timed: bool  # False: the file has no timestamps; frames are counted at ``rate``
+    rate: float
+
+    @property
+    def duration(self) -> float:
+        """Shown time of all frames: last timestamp plus one frame interval (the median one, which
+        millisecond-rounded timestamps of mkv/webm do not skew)."""
+        t = self.times
+        return float(t[-1] + (np.median(np.diff(t)) if len(t) > 1 else 1.0 / self.rate))
+
+
+def probe_video(path: Path) -> _Probe:
+    """Demux every packet of the first video stream (no decoding) and decode its first frame.
+
+    Cheap next to a full decode, and catches unreadable files, files without a video stream and
+    files whose first frame does not decode.
+    """
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise BadInput(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            base = stream.time_base
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            stamps: list[float] = []
+            count, decoded = 0, False
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                count += 1
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is not None and base is not None:
+                    stamps.append(float(stamp * base))
+                if not decoded:
+                    decoded = bool(packet.decode())
+            if count and not decoded:  # the decoder may hold frames back until flushed
+                decoded = bool(stream.codec_context.decode(None))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise BadInput(f"{path}: cannot read video: {exc}") from None
+    if count == 0 or not decoded:
+        raise BadInput(f"{path}: no decodable frames (truncated or corrupt file?)")
+    if len(stamps) == count:
+        times = np.sort(np.asarray(stamps, dtype=np.float64))
+        return _Probe(float(times[0]), times - times[0], True, rate)
+    return _Probe(0.0, np.arange(count, dtype=np.float64) / rate, False, rate)
+
+
+class _SeekOvershoot(Exception):
+    """The first frame after a seek came later than the first wanted time."""
+
+
+def decode_frames_at(path: Path, probe: _Probe, wanted: np.ndarray) -> np.ndarray:
+    """RGB frames ``uint8 (N, H, W, 3)`` shown at the times ``wanted`` (seconds from the first frame).
+
+    The frame shown at ``t`` is the last one whose timestamp is ``<= t`` (the first frame for ``t``
+    before it, the last frame for ``t`` past the end). Seeks to the key frame before the earliest
+    time, decodes forward, and converts to RGB only the frames that are shown.
+    """
+    try:
+        try:
+            return _decode_at(path, probe, wanted, seek=probe.timed and float(wanted.min()) > _TOL)
+        except _SeekOvershoot:
+            return _decode_at(path, probe, wanted, seek=False)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise BadInput(f"{path}: cannot decode video: {exc}") from None
+
+
+def _decode_at(path: Path, probe: _Probe, wanted: np.ndarray, seek: bool) -> np.ndarray:
+    order = np.argsort(wanted, kind="stable")
+    targets = wanted[order] + probe.first
+    out: list[np.ndarray | None] = [None] * len(wanted)
+    j, latest, latest_rgb = 0, None, None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if seek:
+            container.seek(int(math.floor(targets[0] / stream.time_base)), stream=stream, backward=True)
+        for i, frame in enumerate(container.decode(stream)):
+            t = frame.time if probe.timed and frame.time is not None else probe.first + i / probe.rate
+            while j < len(targets) and t > targets[j] + _TOL:
+                if latest is None:
+                    if seek:
+                        raise _SeekOvershoot
+                    latest = frame  # before the first frame: the first frame is shown
+                if latest_rgb is None:
+                    latest_rgb = latest.to_ndarray(format="rgb24")
+                out[order[j]] = latest_rgb
+                j += 1
+            if j == len(targets):
+                break
+            latest, latest_rgb = frame, None
+        if j < len(targets):  # past the end: the last frame stays on screen
+            if latest is None:
+                raise BadInput(f"{path}: no decodable frames (truncated or corrupt file?)")
+            rgb = latest_rgb if latest_rgb is not None else latest.to_ndarray(format="rgb24")
+            for k in range(j, len(targets)):
+                out[order[k]] = rgb
+    return np.stack(out)
+
+
+class VideoFolder(VideoDataset):
+    """Clips cut from the video files of one split of a folder (see the module docstring)."""
+
+    Config = VideoFolderConfig
+
+    def __init__(self, config: VideoFolderConfig, split: str = "train"):
+        if split not in SPLITS:
+            raise BadInput(f"video-folder: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        super().__init__(config, split)
+        root = Path(config.root)
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            shown = str(root) if root.is_absolute() else f"{root} (resolved: {root.resolve()})"
+            raise BadInput(f"video-folder: {shown} {what}", field="root")
+        self.root = root
+        self.files = self._split_files()
+
+    # ----------------------------------------------------------------------------- files and splits
+
+    def _list(self, folder: Path) -> list[Path]:
+        exts = self.config.extensions
+        return sorted(p for p in folder.rglob("*")
+                      if p.suffix.lower().lstrip(".") in exts and p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+
+    @property
+    def split_rule(self) -> str:
+        """The rule in effect (``auto`` resolved)."""
+        rule = self.config.split_rule
+        if rule == "auto":
+            rule = "folders" if (self.root / "train").is_dir() and (self.root / "val").is_dir() else "hash"
+        return rule
+
+    def _split_files(self) -> list[Path]:
+        cfg, rule = self.config, self.split_rule
+        exts = ", ".join(cfg.extensions)
+        if rule == "folders":
+            names = ("train", "val", "test") if self.split == "all" else (self.split,)
+            missing = [n for n in names if not (self.root / n).is_dir()]
+            if self.split != "all" and missing:
+                raise BadInput(f"video-folder: split_rule folders needs a folder {self.root / missing[0]} for "
+                               f"split {self.split!r}", field="root")
+            files = [p for n in names if (self.root / n).is_dir() for p in self._list(self.root / n)]
+        else:
+            files = self._list(self.root)
+            if rule == "hash" and self.split != "all":
+                files = [p for p in files if self.split_of(p) == self.split]
+        if not files:
+            everything = self._list(self.root)
+            if not everything:
+                raise BadInput(f"video-folder: no video files ({exts}) under {self.root}", field="root")
+            raise BadInput(f"video-folder: none of the {len(everything)} video files under {self.root} falls in "
+                           f"split {self.split!r} (split_rule {rule}); with few files use split_rule: all, "
+                           f"or change val_fraction / test_fraction / seed", field="root")
+        return files
+
+    def split_of(self, path: Path) -> str:
+        """The split of ``path`` under the hash rule: from ``seed`` and its path relative to ``root``."""
+        rel = Path(path).relative_to(self.root).as_posix()
+        u = zlib.crc32(f"{self.config.seed}/{rel}".encode()) / 2**32
+        if u < self.config.test_fraction:
+            return "test"
+        if u < self.config.test_fraction + self.config.val_fraction:
+            return "val"
+        return "train"
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int]:
+        return (self.config.frames, self.config.height, self.config.width)
+
+    # ----------------------------------------------------------------------------- captions
+
+    @cached_property
+    def _captions(self) -> dict[str, str]:
+        """The caption index of ``root`` (captions.jsonl or captions.csv), file -> caption."""
+        present = [self.root / name for name in CAPTION_INDEXES if (self.root / name).is_file()]
+        if len(present) > 1:
+            raise BadInput(f"video-folder: both {present[0]} and {present[1]} exist; keep one caption index")
+        if not present:
+            return {}
+        index, captions = present[0], {}
+        if index.suffix == ".jsonl":
+            for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    file, caption = entry["file"], entry["caption"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise BadInput(f"expected {{\"file\": ..., \"caption\": ...}}, got {line[:80]!r}",
+                                   file=str(index), line=n) from None
+                if not isinstance(file, str) or not isinstance(caption, str):
+                    raise BadInput("file and caption must be strings", file=str(index), line=n)
+                captions[file] = caption
+        else:
+            with index.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
+                    raise BadInput(f"needs the header columns file,caption, got {reader.fieldnames}",
+                                   file=str(index), line=1)
+                for entry in reader:
+                    if entry["file"] is None or entry["caption"] is None:
+                        raise BadInput("row needs both file and caption", file=str(index), line=reader.line_num)
+                    captions[entry["file"]] = entry["caption"]
+        return captions
+
+    def caption(self, path: Path) -> str:
+        """Caption of ``path``: sidecar ``.txt``, else the caption index, else the file stem."""
+        txt = path.with_suffix(".txt")
+        if txt.is_file():
+            return txt.read_text(encoding="utf-8").strip()
+        rel = path.relative_to(self.root).as_posix()
+        return self._captions.get(rel, self._captions.get(path.name, path.stem))
+
+    # ----------------------------------------------------------------------------- clips
+
+    @cached_property
+    def _probes(self) -> dict[Path, _Probe]:
+        probes = {}
+        for path in self.files:
+            try:
+                probes[path] = probe_video(path)
+            except BadInput as exc:
+                if self.config.on_error == "raise":
+                    raise
+                warnings.warn(f"video-folder: skipping a file: {exc}", stacklevel=3)
+        return probes
+
+    def _available(self, probe: _Probe, start: float) -> int:
+        """Frames at ``fps`` from ``start`` that the file covers."""
+        return int(np.floor((probe.duration - start + _DURATION_TOL) * self.config.fps))
+
+    @cached_property
+    def _clips(self) -> list[tuple[Path, float]]:
+        """(file, start second) of every clip; unreadable or short files raise or are skipped."""
+        cfg = self.config
+        stride = cfg.clip_stride or cfg.frames / cfg.fps
+        clips = []
+        for path, probe in self._probes.items():
+            if self._available(probe, 0.0) < cfg.frames and cfg.short_clips == "error":
+                message = (f"{path}: {probe.duration:.2f} s holds {self._available(probe, 0.0)} frames at "
+                           f"{cfg.fps:g} fps, fewer than one clip of {cfg.frames} (set short_clips: pad or loop, "
+                           f"or fewer frames)")
+                if cfg.on_error == "raise":
+                    raise BadInput(message)
+                warnings.warn(f"video-folder: skipping {path}: {message}", stacklevel=3)
+                continue
+            starts = [0.0]
+            while (len(starts) < cfg.max_clips_per_file
+                   and self._available(probe, starts[-1] + stride) >= cfg.frames):
+                starts.append(starts[-1] + stride)
+            clips += [(path, s) for s in starts]
+        if not clips:
+            raise BadInput(f"video-folder: no usable clips for split {self.split!r} under {self.root} "
+                           f"(every file was skipped)", field="root")
+        return clips
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def wanted_times(self, probe: _Probe, start: float) -> np.ndarray:
+        """Times (s from the first frame) of the clip's frames; wrapped around for ``short_clips: loop``."""
+        times = start + np.arange(self.config.frames) / self.config.fps
+        if self.config.short_clips == "loop" and probe.duration > 0:
+            times = np.mod(times, probe.duration)
+        return times
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"video-folder[{self.split}] has {len(self)} clips, asked for {index}")
+        path, start = self._clips[index]
+        probe = self._probes[path]
+        frames = decode_frames_at(path, probe, self.wanted_times(probe, start))
+        video = from_uint8_frames(frames)
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + index)
+        video = crop_resize(video, self.config.height, self.config.width, self.config.crop, generator)
+        return {"video": video.contiguous(), "caption": self.caption(path),
+                "attrs": {"file": str(path), "start": start}}
+
+    def identity(self) -> dict[str, Any]:
+        """Config, split, and size + modification time of every video and caption file it reads."""
+
+        def stat(p: Path) -> list:
+            s = p.stat()
+            return [p.relative_to(self.root).as_posix(), s.st_size, s.st_mtime_ns]
+
+        sidecars = [p.with_suffix(".txt") for p in self.files if p.with_suffix(".txt").is_file()]
+        indexes = [self.root / n for n in CAPTION_INDEXES if (self.root / n).is_file()]
+        return {**super().identity(), "split_rule": self.split_rule, "files": [stat(p) for p in self.files],
+                "captions": [stat(p) for p in sidecars + indexes]}

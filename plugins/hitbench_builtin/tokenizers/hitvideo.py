@@ -1,0 +1,540 @@
+"""HiTVideo tokenizers: a causal 3D convolutional VAE with hierarchical lookup-free quantisation.
+
+Encoder: a causal conv in, then one level per entry of ``channel_mult`` (a strided causal down-sampling
+conv, then ResNet blocks); 2x spatial down-sampling where ``spatial_down`` says so, 2x temporal where
+``temporal_down`` does. Its output is the latent of layer 0 (the densest). Each further layer is a
+lightweight causal compression stage on the previous layer's latent (stride ``layer_strides[l-1]``).
+
+Causality: temporal padding is on the past side only and normalisation is per frame, so the tokens
+of a latent frame never depend on input frames after that latent frame's span.
+
+Quantisation: each layer projects its latent to ``quant_dims[l]`` channels and quantises every channel
+to its sign with vector-quantize-pytorch's LFQ (MAGVIT-v2): the token is the bit pattern, the
+codebook has ``2^quant_dims[l]`` entries, gradients are straight-through and the LFQ adds the entropy
+penalty (low per-sample entropy, high codebook-usage entropy) and a commitment term.
+
+Decoding is coarse to fine: the coarsest layer's codes give an overview; each finer layer is reached by
+a causal up-sampling stage and adds its own codes' contribution (its residual detail). Decoding from
+the ``k`` coarsest layers simply leaves the finer contributions out, which training exercises
+(progressive schedule, then random top-``k`` drops), so quality per ``k`` can be measured.
+
+``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
+272 at paper scale) so that its token count is close to the multi-layer total, and its output resized
+back.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from vector_quantize_pytorch import LFQ
+
+from hitvideo_bench.components import ComponentConfig, Tokenizer
+from hitvideo_bench.errors import ShapeError, WeightsUnavailable
+from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.training import TrainConfig, train
+
+Stride = tuple[int, int, int]
+
+
+class LossConfig(BaseModel):
+    """Loss weights of tokenizer training."""
+
+    model_config = ConfigDict(extra="forbid")
+    l1: float = Field(1.0, ge=0)
+    perceptual: float = Field(0.1, ge=0, description="LPIPS weight; off when its weights are missing")
+    adversarial: float = Field(0.05, ge=0, description="hinge-GAN generator weight; 0 = no discriminator")
+    adversarial_start: float = Field(0.5, ge=0, le=1, description="share of the steps before the GAN starts")
+    entropy: float = Field(0.05, ge=0, description="LFQ entropy penalty weight, per layer")
+    diversity_gamma: float = Field(1.0, ge=0, description="weight of codebook-usage entropy in the penalty")
+    commitment: float = Field(0.25, ge=0, description="LFQ commitment weight, per layer")
+    entropy_sample_fraction: float = Field(1.0, gt=0, le=1, description="tokens sampled for the per-sample "
+                                                                      "entropy (memory at large codebooks)")
+
+
+class HiTVideoConfig(ComponentConfig):
+    channels: int = Field(32, ge=4, description="width of the first encoder level")
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    spatial_down: list[bool] = Field(default_factory=lambda: [True, True])
+    temporal_down: list[bool] = Field(default_factory=lambda: [True, True])
+    num_res_blocks: int = Field(1, ge=1)
+    patch_size: int = Field(2, ge=1, description="space-to-depth patch before the first conv (and after the last)")
+    factorized_conv: bool = Field(True, description="(2+1)D causal convs (fast on CPU) instead of full 3D ones")
+    z_channels: int = Field(64, ge=4, description="latent width of every layer")
+    quant_dims: list[int] = Field(default_factory=lambda: [12, 10, 8, 6], min_length=1,
+                                  description="LFQ bits per layer, densest first (codebook 2^d)")
+    layer_strides: list[Stride] = Field(default_factory=lambda: [(2, 2, 2), (2, 1, 1), (1, 2, 2)],
+                                        description="(t, h, w) stride of each extra layer's compression stage")
+    interpolate: float = Field(1.0, gt=0, description="resize the input by this factor before encoding")
+    progressive: list[float] | None = Field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3],
+        description="share of the steps after which the k coarsest layers train (k = 1..L); null = all at once")
+    layer_drop: float = Field(0.25, ge=0, le=1, description="once all layers train: chance of a step that "
+                                                              "decodes from a random number of coarse layers")
+    disc_channels: int = Field(32, ge=4)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        steps=600, batch_size=8, lr=2e-3, warmup_steps=30, checkpoint_every=100, log_every=20))
+
+    presets = {
+        "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
+                  "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
+                  "quant_dims": [16, 14, 12, 10],
+                  "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "warmup_steps": 1000,
+                            "checkpoint_every": 1000, "log_every": 50}},
+        "paper": {"channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4, "factorized_conv": False,
+                  "patch_size": 1,
+                  "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
+                  "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
+                  "loss": {"entropy_sample_fraction": 0.1},
+                  "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 5000,
+                            "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
+                            "grad_checkpointing": True, "ema": 0.999}},
+    }
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        levels = len(self.channel_mult)
+        for name in ("spatial_down", "temporal_down"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(f"{name} needs one entry per level of channel_mult ({levels})")
+        if len(self.layer_strides) != len(self.quant_dims) - 1:
+            raise ValueError(f"layer_strides needs one (t, h, w) stride per extra layer: "
+                             f"{len(self.quant_dims) - 1} for {len(self.quant_dims)} quant_dims")
+        if self.progressive is not None and len(self.progressive) != len(self.quant_dims):
+            raise ValueError(f"progressive needs one start share per layer ({len(self.quant_dims)})")
+        if any(d > 20 or d < 1 for d in self.quant_dims):
+            raise ValueError("quant_dims must lie in 1..20 (codebooks up to 2^20)")
+        return self
+
+
+class SingleLayerConfig(HiTVideoConfig):
+    quant_dims: list[int] = Field(default_factory=lambda: [12], min_length=1, max_length=1)
+    layer_strides: list[Stride] = Field(default_factory=list, max_length=0)
+    interpolate: float = 1.125  # 64 -> 72 px: 4x9x9 = 324 tokens vs hitvideo's 308 at tiny
+    progressive: list[float] | None = None
+
+    presets = {
+        "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125},
+        "paper": {**HiTVideoConfig.presets["paper"], "quant_dims": [18], "layer_strides": [],
+                  "interpolate": 1.0625},  # 256 -> 272: 8x17x17 = 2312 tokens
+    }
+
+
+# ------------------------------------------------------------------------------------------- blocks
+
+
+class CausalConv3d(nn.Module):
+    """Causal 3D conv: padded on the past side in time (``kt - st`` frames, replicating the first frame).
+
+    ``factorized`` computes it as a spatial ``1 x k x k`` conv followed by a causal temporal ``k x 1 x 1``
+    conv ((2+1)D, as in R(2+1)D): the same receptive field and causality, and on CPU about 8x faster
+    to train than a full ``k x k x k`` conv, whose weight-gradient kernel is slow there.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: Stride = (1, 1, 1), factorized: bool = False):
+        super().__init__()
+        self.time_pad = max(kernel - stride[0], 0)
+        if factorized:
+            self.spatial = nn.Conv2d(cin, cout, kernel, stride=stride[1:], padding=kernel // 2)
+            self.conv = nn.Conv3d(cout, cout, (kernel, 1, 1), stride=(stride[0], 1, 1))
+        else:
+            self.spatial = None
+            self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial is not None:
+            b, c, t, h, w = x.shape
+            y = self.spatial(x.transpose(1, 2).reshape(b * t, c, h, w))
+            x = y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+        if self.time_pad:
+            x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
+        return self.conv(x)
+
+
+class FrameNorm(nn.GroupNorm):
+    """GroupNorm over each frame separately: statistics never mix frames (keeps causality)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.reshape(b, t, c, h, w).transpose(1, 2)
+
+
+def norm(channels: int) -> FrameNorm:
+    return FrameNorm(min(32, channels // 4) or 1, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, factorized: bool = False):
+        super().__init__()
+        self.body = nn.Sequential(norm(cin), nn.SiLU(), CausalConv3d(cin, cout, factorized=factorized), norm(cout),
+                                  nn.SiLU(), CausalConv3d(cout, cout, factorized=factorized))
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class Upsample(nn.Module):
+    """Nearest up-sampling by ``stride``, then a causal conv."""
+
+    def __init__(self, cin: int, cout: int, stride: Stride, factorized: bool = False):
+        super().__init__()
+        self.stride = tuple(stride)
+        self.conv = CausalConv3d(cin, cout, factorized=factorized)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != (1, 1, 1):
+            x = F.interpolate(x, scale_factor=self.stride, mode="nearest")
+        return self.conv(x)
+
+
+class Sequential(nn.Sequential):
+    """``nn.Sequential`` that recomputes its blocks in backward when ``grad_checkpointing`` is on."""
+
+    grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            if self.grad_checkpointing and self.training and isinstance(block, ResBlock):
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+def level_strides(cfg: HiTVideoConfig) -> list[Stride]:
+    return [(2 if t else 1, 2 if s else 1, 2 if s else 1) for s, t in zip(cfg.spatial_down, cfg.temporal_down)]
+
+
+def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    y = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), p)
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    y = F.pixel_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w), p)
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: HiTVideoConfig):
+        super().__init__()
+        widths = [cfg.channels * m for m in cfg.channel_mult]
+        f = cfg.factorized_conv
+        self.patch = cfg.patch_size
+        blocks: list[nn.Module] = [CausalConv3d(3 * self.patch ** 2, cfg.channels, factorized=f)]
+        cin = cfg.channels
+        for width, stride in zip(widths, level_strides(cfg)):
+            blocks.append(CausalConv3d(cin, width, stride=stride, factorized=f))
+            blocks += [ResBlock(width, width, f) for _ in range(cfg.num_res_blocks)]
+            cin = width
+        blocks += [ResBlock(cin, cin, f), norm(cin), nn.SiLU(), CausalConv3d(cin, cfg.z_channels, factorized=f)]
+        self.net = Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(space_to_depth(x, self.patch))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: HiTVideoConfig):
+        super().__init__()
+        widths = [cfg.channels * m for m in cfg.channel_mult]
+        cin = widths[-1]
+        f = cfg.factorized_conv
+        blocks: list[nn.Module] = [CausalConv3d(cfg.z_channels, cin, factorized=f), ResBlock(cin, cin, f)]
+        for i in reversed(range(len(widths))):
+            width = widths[i - 1] if i > 0 else cfg.channels
+            blocks += [ResBlock(cin, cin, f) for _ in range(cfg.num_res_blocks)]
+            blocks.append(Upsample(cin, width, level_strides(cfg)[i], f))
+            cin = width
+        self.patch = cfg.patch_size
+        blocks += [norm(cin), nn.SiLU(), CausalConv3d(cin, 3 * self.patch ** 2, factorized=f)]
+        self.net = Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return depth_to_space(self.net(z), self.patch)
+
+
+class Discriminator(nn.Module):
+    """A small 3D PatchGAN: strided convs to a grid of real/fake logits."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv3d(3, c, 3, stride=(1, 2, 2), padding=1), nn.LeakyReLU(0.2),
+            nn.Conv3d(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2),
+            nn.Conv3d(2 * c, 4 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * c), nn.LeakyReLU(0.2),
+            nn.Conv3d(4 * c, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+
+
+class HiTVideoTokenizer(Tokenizer):
+    """Causal 3D VAE + one LFQ per layer; layer 0 densest. See the module docstring."""
+
+    Config = HiTVideoConfig
+
+    def __init__(self, config: HiTVideoConfig):
+        super().__init__(config)
+        c = config
+        self.encoder = Encoder(c)
+        self.decoder = Decoder(c)
+        z = c.z_channels
+        f = c.factorized_conv
+        self.stages = nn.ModuleList(nn.Sequential(CausalConv3d(z, z, stride=tuple(s), factorized=f), nn.SiLU(),
+                                                  CausalConv3d(z, z, factorized=f))
+                                    for s in c.layer_strides)
+        self.ups = nn.ModuleList(Upsample(z, z, tuple(s), f) for s in c.layer_strides)
+        self.pre = nn.ModuleList(nn.Conv3d(z, d, 1) for d in c.quant_dims)
+        self.post = nn.ModuleList(nn.Conv3d(d, z, 1) for d in c.quant_dims)
+        self.quantizers = nn.ModuleList(
+            LFQ(dim=d, codebook_size=2 ** d, entropy_loss_weight=c.loss.entropy, commitment_loss_weight=c.loss.commitment,
+                diversity_gamma=c.loss.diversity_gamma, frac_per_sample_entropy=c.loss.entropy_sample_fraction,
+                channel_first=True)
+            for d in c.quant_dims)
+        self.set_grad_checkpointing(c.train.grad_checkpointing)
+
+    def set_grad_checkpointing(self, on: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, Sequential):
+                module.grad_checkpointing = on
+
+    # ---------------------------------------------------------------------------- shapes (no compute)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [2 ** d for d in self.config.quant_dims]
+
+    @staticmethod
+    def grid_shapes(cfg: HiTVideoConfig, frames: int, height: int, width: int) -> list[tuple[int, int, int]]:
+        """Per-layer token grids for a clip, or :class:`ShapeError` naming what does not divide."""
+        h, w = round(height * cfg.interpolate), round(width * cfg.interpolate)
+        if cfg.interpolate != 1.0 and (h / cfg.interpolate != height or w / cfg.interpolate != width):
+            raise ShapeError(f"interpolate {cfg.interpolate} does not map {height}x{width} to whole pixels")
+        shape = [frames, h, w]
+        strides = [(1, cfg.patch_size, cfg.patch_size)] + level_strides(cfg) + [tuple(s) for s in cfg.layer_strides]
+        out = []
+        for i, stride in enumerate(strides):
+            for axis, (size, s) in enumerate(zip(shape, stride)):
+                if size % s:
+                    what = ("frames", "height", "width")[axis]
+                    raise ShapeError(
+                        f"{what} {(frames, height, width)[axis]} does not suit this tokenizer: it is down-sampled by "
+                        f"{math.prod(st[axis] for st in strides)} in total (by {s} at stage {i + 1}); use a multiple "
+                        f"of {math.prod(st[axis] for st in strides)}" + (f" after interpolating by {cfg.interpolate}"
+                                                                          if cfg.interpolate != 1.0 and axis else ""))
+            shape = [size // s for size, s in zip(shape, stride)]
+            if i >= len(cfg.spatial_down):
+                out.append(tuple(shape))
+        return out
+
+    def token_grid_shapes(self, frames: int, height: int, width: int) -> list[tuple[int, int, int]]:
+        return self.grid_shapes(self.config, frames, height, width)
+
+    @classmethod
+    def parameter_count(cls, config: HiTVideoConfig) -> int:
+        """Parameters of a tokenizer built from ``config`` (on the meta device: no memory)."""
+        with torch.device("meta"):
+            model = cls(config)
+        return sum(p.numel() for p in model.parameters())
+
+    # ---------------------------------------------------------------------------- encode / decode
+
+    def _resize(self, video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(video.shape[-2:]) == size:
+            return video
+        b, c, t, h, w = video.shape
+        frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+        frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return frames.reshape(b, t, c, *size).transpose(1, 2)
+
+    def latents(self, video: torch.Tensor) -> list[torch.Tensor]:
+        """Continuous latent of every layer (densest first), before quantisation."""
+        self.check_shape(*video.shape[2:])
+        h, w = video.shape[-2:]
+        x = self._resize(video * 2 - 1, (round(h * self.config.interpolate), round(w * self.config.interpolate)))
+        zs = [self.encoder(x)]
+        for stage in self.stages:
+            zs.append(stage(zs[-1]))
+        return zs
+
+    def quantize(self, zs: list[torch.Tensor], layers: int | None = None
+                 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None], torch.Tensor]:
+        """LFQ codes and token indices of the ``layers`` coarsest layers (others None), and the aux loss."""
+        n = len(zs)
+        keep_from = n - (layers or n)
+        codes: list[torch.Tensor | None] = [None] * n
+        indices: list[torch.Tensor | None] = [None] * n
+        aux = zs[0].new_zeros(())
+        for l in range(keep_from, n):
+            q, idx, loss = self.quantizers[l](self.pre[l](zs[l]))
+            codes[l], indices[l] = q, idx
+            aux = aux + loss
+        return codes, indices, aux
+
+    def encode(self, video: torch.Tensor) -> TokenPyramid:
+        _, indices, _ = self.quantize(self.latents(video))
+        return TokenPyramid([i.long() for i in indices], self.codebook_sizes)
+
+    def tokens_to_latents(self, pyramid: TokenPyramid) -> list[torch.Tensor]:
+        """The ±1 LFQ codes ``(B, d_l, t, h, w)`` of every layer (masked positions hold their stored index)."""
+        return [q.indices_to_codes(tok) for q, tok in zip(self.quantizers, pyramid.layers)]
+
+    def decode_latents(self, codes: list[torch.Tensor | None], layers: int | None = None,
+                       size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Codes -> video in [0, 1] (unclamped), from the ``layers`` coarsest layers (finer ones left out)."""
+        n = len(codes)
+        keep_from = n - (layers or n)
+        h = None
+        for l in range(n - 1, -1, -1):
+            if h is not None:
+                h = self.ups[l](h)
+            if l >= keep_from and codes[l] is not None:
+                detail = self.post[l](codes[l])
+                h = detail if h is None else h + detail
+        video = self.decoder(h)
+        if size is None:
+            size = (round(video.shape[-2] / self.config.interpolate), round(video.shape[-1] / self.config.interpolate))
+        return (self._resize(video, size) + 1) / 2
+
+    def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
+        return self.decode_latents(self.tokens_to_latents(pyramid), layers=layers)
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """What a fill strategy may fine-tune: everything after the quantisers."""
+        return [p for m in (self.post, self.ups, self.decoder) for p in m.parameters()]
+
+    def forward(self, video: torch.Tensor, layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: reconstruction from the ``layers`` coarsest layers and the LFQ aux loss."""
+        codes, _, aux = self.quantize(self.latents(video), layers)
+        return self.decode_latents(codes, layers, size=tuple(video.shape[-2:])), aux
+
+    # ---------------------------------------------------------------------------- training
+
+    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict[str, Any]:
+        task = TokenizerTask(self, device)
+        summary = train(task, dataset, self.config.train, workdir=workdir, device=device, seed=seed,
+                        progress=progress, eval_fn=eval_fn)
+        return {**summary, "perceptual": task.perceptual_status, "adversarial": task.adversarial_status}
+
+    def save_pretrained(self, path: Path) -> None:
+        from hitvideo_bench.checkpoint import save_pretrained
+
+        save_pretrained(self, path, "tokenizer", "single-layer" if isinstance(self, SingleLayerTokenizer)
+                        else "hitvideo")
+
+
+class SingleLayerTokenizer(HiTVideoTokenizer):
+    """The same causal VAE with one dense LFQ layer (MAGVIT-v2 style), input resized to match tokens."""
+
+    Config = SingleLayerConfig
+
+
+def load_perceptual(device) -> tuple[nn.Module | None, str]:
+    """LPIPS as a training loss when its weights are on disk; otherwise off, with the reason."""
+    try:
+        from hitbench_builtin.metrics.lpips_metric import load_lpips_net
+    except ImportError as exc:  # the metric module is part of this plugin; keep training usable without it
+        return None, f"off: {exc}"
+    try:
+        net = load_lpips_net("alex").to(device).eval()
+    except WeightsUnavailable as exc:
+        return None, f"off: {exc.hint}"
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, "on (lpips alex)"
+
+
+class TokenizerTask:
+    """Training of a HiTVideo tokenizer through the shared trainer (see hitvideo_bench.training)."""
+
+    def __init__(self, tokenizer: HiTVideoTokenizer, device):
+        self.tok = tokenizer
+        cfg = tokenizer.config
+        self.steps = cfg.train.steps
+        self.lpips, self.perceptual_status = (None, "off: weight 0")
+        if cfg.loss.perceptual > 0:
+            self.lpips, self.perceptual_status = load_perceptual(device)
+        self.disc = None
+        self.adversarial_status = "off: weight 0"
+        if cfg.loss.adversarial > 0:
+            self.disc = Discriminator(cfg.disc_channels).to(device)
+            self.adversarial_status = f"on after step {self.adversarial_from}"
+
+    @property
+    def adversarial_from(self) -> int:
+        return int(self.tok.config.loss.adversarial_start * self.steps)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"tokenizer": self.tok} | ({"disc": self.disc} if self.disc is not None else {})
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {"main": list(self.tok.parameters())}
+        if self.disc is not None:
+            groups["disc"] = list(self.disc.parameters())
+        return groups
+
+    def active_layers(self, step: int) -> int:
+        """How many coarse layers this step trains and decodes from (progressive schedule, layer drop)."""
+        cfg = self.tok.config
+        n = len(cfg.quant_dims)
+        if cfg.progressive is not None:
+            k = sum(1 for share in cfg.progressive if step >= share * self.steps)
+            if k < n:
+                return max(k, 1)
+        if n > 1 and cfg.layer_drop and float(torch.rand(())) < cfg.layer_drop:
+            return int(torch.randint(1, n, ()))
+        return n
+
+    def training_step(self, batch: dict[str, Any], step: int, trainer) -> dict[str, float]:
+        video = batch["video"]
+        loss_cfg = self.tok.config.loss
+        k = self.active_layers(step)
+        with trainer.autocast():
+            rec, aux = self.tok(video, layers=k)
+            l1 = (rec - video).abs().mean()
+            loss = loss_cfg.l1 * l1 + aux
+            logs = {"l1": l1.item(), "lfq_aux": aux.item(), "layers": float(k)}
+            if self.lpips is not None:
+                frames = lambda v: v.transpose(1, 2).flatten(0, 1) * 2 - 1  # noqa: E731
+                perceptual = self.lpips(frames(rec), frames(video)).mean()
+                loss = loss + loss_cfg.perceptual * perceptual
+                logs["lpips"] = perceptual.item()
+            gan = self.disc is not None and step >= self.adversarial_from
+            if gan:
+                for p in self.disc.parameters():
+                    p.requires_grad_(False)
+                g_loss = -self.disc(rec * 2 - 1).mean()
+                for p in self.disc.parameters():
+                    p.requires_grad_(True)
+                loss = loss + loss_cfg.adversarial * g_loss
+                logs["g_adv"] = g_loss.item()
+        trainer.step(loss, "main")
+        if gan:
+            with trainer.autocast():
+                real, fake = self.disc(video * 2 - 1), self.disc(rec.detach() * 2 - 1)
+                d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            trainer.step(d_loss, "disc")
+            logs["d_hinge"] = d_loss.item()
+        logs["loss"] = loss.item()
+        return logs

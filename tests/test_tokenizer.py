@@ -1,0 +1,171 @@
+"""HiTVideo and single-layer tokenizers: exact paper shapes, causality, top-k decoding, LFQ, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from vector_quantize_pytorch import LFQ
+
+import hitvideo_bench as hb
+from hitbench_builtin.tokenizers.hitvideo import (HiTVideoConfig, HiTVideoTokenizer, SingleLayerConfig,
+                                                  SingleLayerTokenizer, TokenizerTask)
+from hitvideo_bench.checkpoint import load_tokenizer, save_pretrained
+from hitvideo_bench.errors import ShapeError
+
+#: a very small tokenizer for fast tests (the tiny preset's structure with fewer channels)
+MICRO = {"channels": 8, "z_channels": 16, "quant_dims": [6, 5, 4, 3], "disc_channels": 8,
+         "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}}
+
+
+def micro(cls=HiTVideoTokenizer, **over) -> HiTVideoTokenizer:
+    torch.manual_seed(0)
+    base = dict(MICRO)
+    if cls is SingleLayerTokenizer:
+        base["quant_dims"] = [6]
+    return cls(cls.Config.from_preset("tiny", {**base, **over}))
+
+
+def fixture_video(batch=2, frames=16, size=32, seed=0) -> torch.Tensor:
+    """Fixture: smooth random clips in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 3, frames // 4, size // 8, size // 8, generator=g)
+    return torch.nn.functional.interpolate(low, size=(frames, size, size), mode="trilinear")
+
+
+def test_paper_preset_reproduces_table_4_exactly():
+    cfg = HiTVideoConfig.from_preset("paper")
+    grids = HiTVideoTokenizer.grid_shapes(cfg, 64, 256, 256)
+    assert grids == [(8, 16, 16), (4, 8, 8), (2, 8, 8), (1, 4, 4)]
+    assert [math.prod(g) for g in grids] == [2048, 256, 128, 16]
+    assert sum(math.prod(g) for g in grids) == 2448
+    assert cfg.quant_dims == [18, 16, 14, 12]
+    with torch.device("meta"):
+        tok = HiTVideoTokenizer(cfg)
+    assert tok.codebook_sizes == [2 ** 18, 2 ** 16, 2 ** 14, 2 ** 12]
+    assert round(64 * 256 * 256 / 2448, 1) == 1713.4
+    bits = sum(math.prod(g) * d for g, d in zip(grids, cfg.quant_dims))
+    assert bits == 42944 and round(bits / (64 * 256 * 256), 4) == 0.0102
+    assert HiTVideoTokenizer.parameter_count(cfg) > 50_000_000
+
+
+def test_single_layer_paper_preset_is_8x17x17():
+    cfg = SingleLayerConfig.from_preset("paper")
+    assert SingleLayerTokenizer.grid_shapes(cfg, 64, 256, 256) == [(8, 17, 17)]
+    assert cfg.quant_dims == [18]
+
+
+@pytest.mark.parametrize("preset,clip", [("tiny", (16, 64, 64)), ("small", (32, 128, 128))])
+def test_smaller_presets_keep_the_structure(preset, clip):
+    multi = HiTVideoTokenizer.grid_shapes(HiTVideoConfig.from_preset(preset), *clip)
+    single = SingleLayerTokenizer.grid_shapes(SingleLayerConfig.from_preset(preset), *clip)
+    tokens = [math.prod(g) for g in multi]
+    assert len(multi) == 4
+    assert tokens[0] >= 0.8 * sum(tokens)
+    dims = HiTVideoConfig.from_preset(preset).quant_dims
+    assert dims == sorted(dims, reverse=True) and len(set(dims)) == 4
+    assert abs(math.prod(single[0]) - sum(tokens)) <= 0.1 * sum(tokens)
+
+
+def test_a_shape_the_preset_cannot_take_is_a_clear_error():
+    tok = micro()
+    with pytest.raises(ShapeError, match="frames 12 .*multiple of 16"):
+        tok.token_grid_shapes(12, 64, 64)
+    with pytest.raises(ShapeError, match="height 40 .*multiple of 32"):
+        tok.token_grid_shapes(16, 40, 64)
+
+
+def test_encode_decode_shapes_and_topk_decoding():
+    tok = micro().eval()
+    video = fixture_video()
+    pyramid = tok.encode(video)
+    assert pyramid.grid_shapes == tok.token_grid_shapes(16, 32, 32)
+    assert pyramid.codebook_sizes == [64, 32, 16, 8]
+    outs = [tok.decode(pyramid, layers=k) for k in range(1, 5)]
+    assert all(o.shape == video.shape for o in outs)
+    assert torch.equal(outs[-1], tok.decode(pyramid))
+    # each added layer changes the output: finer layers add their detail
+    assert all(not torch.allclose(a, b) for a, b in zip(outs, outs[1:]))
+
+
+def test_single_layer_resizes_in_and_out():
+    tok = micro(SingleLayerTokenizer).eval()
+    video = fixture_video(size=64)
+    pyramid = tok.encode(video)
+    assert pyramid.grid_shapes == [(4, 9, 9)]
+    assert tok.decode(pyramid).shape == video.shape
+
+
+def test_tokens_are_causal_in_time():
+    tok = micro().eval()
+    video = fixture_video(frames=32)
+    later = video.clone()
+    later[:, :, 16:] = torch.rand_like(later[:, :, 16:])  # change the second half only
+    a, b = tok.encode(video), tok.encode(later)
+    for layer, (ta, tb) in enumerate(zip(a.layers, b.layers)):
+        span = 32 // ta.shape[1]  # input frames per latent frame of this layer
+        untouched = 16 // span
+        assert torch.equal(ta[:, :untouched], tb[:, :untouched]), f"layer {layer} looked ahead"
+    assert not torch.equal(a.layers[0][:, 2:], b.layers[0][:, 2:])  # the changed frames do change tokens
+
+
+def test_quantiser_is_the_library_lfq_and_codes_round_trip():
+    tok = micro().eval()
+    video = fixture_video()
+    zs = tok.latents(video)
+    pyramid = tok.encode(video)
+    for layer, q in enumerate(tok.quantizers):
+        assert isinstance(q, LFQ)
+        projected = tok.pre[layer](zs[layer])
+        ref = LFQ(dim=q.dim, codebook_size=q.codebook_size, channel_first=True).eval()
+        _, ref_idx, _ = ref(projected)
+        assert torch.equal(ref_idx.long(), pyramid.layers[layer])
+        codes = tok.tokens_to_latents(pyramid)[layer]
+        assert torch.equal(codes, torch.where(projected > 0, 1.0, -1.0))
+
+
+def test_training_step_uses_progressive_schedule_and_all_losses():
+    tok = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    task = TokenizerTask(tok, "cpu")
+    assert [task.active_layers(s) for s in (0, 1)] == [1, 3]  # layers join at 0, 10, 20, 30% of 4 steps
+    assert task.adversarial_from == 2
+    assert task.perceptual_status.startswith("off")  # no LPIPS weights on a test machine
+    single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")
+    assert all(single.active_layers(s) == 1 for s in range(4))
+
+
+def test_fit_checkpoint_round_trip_and_resume(tmp_path):
+    from hitbench_builtin.datasets.synthetic import SyntheticShapes
+
+    data = SyntheticShapes(SyntheticShapes.Config.from_preset("tiny", {"height": 32, "width": 32,
+                                                                       "train_clips": 8}), "train")
+    a = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    summary = a.fit(data, workdir=tmp_path / "a", device="cpu", seed=0, progress=False)
+    assert summary["steps"] == 4 and "d_hinge" in summary["losses"][-1]
+
+    b = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5}, train={**MICRO["train"], "steps": 4})
+    original = TokenizerTask.training_step
+
+    def crash(self, batch, step, trainer):
+        if step == 3:
+            raise KeyboardInterrupt
+        return original(self, batch, step, trainer)
+
+    TokenizerTask.training_step = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
+    finally:
+        TokenizerTask.training_step = original
+    b = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+    save_pretrained(a, tmp_path / "saved", "tokenizer", "hitvideo")
+    loaded = hb.load_tokenizer(tmp_path / "saved")
+    assert isinstance(loaded, HiTVideoTokenizer)
+    video = fixture_video()
+    assert torch.equal(a.eval().encode(video).layers[0], loaded.encode(video).layers[0])
+    assert torch.equal(load_tokenizer(tmp_path / "saved").decode(loaded.encode(video)), a.decode(a.encode(video)))

@@ -50,7 +50,7 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     l1: float = Field(1.0, ge=0)
     perceptual: float = Field(0.1, ge=0, description="LPIPS weight; off when its weights are missing")
-    adversarial: float = Field(0.05, ge=0, description="hinge-GAN generator weight; 0 = no discriminator")
+    adversarial: float = Field(0.01, ge=0, description="hinge-GAN generator weight; 0 = no discriminator")
     adversarial_start: float = Field(0.5, ge=0, le=1, description="share of the steps before the GAN starts")
     entropy: float = Field(0.05, ge=0, description="LFQ entropy penalty weight, per layer")
     diversity_gamma: float = Field(1.0, ge=0, description="weight of codebook-usage entropy in the penalty")
@@ -453,11 +453,11 @@ class SingleLayerTokenizer(HiTVideoTokenizer):
 def load_perceptual(device) -> tuple[nn.Module | None, str]:
     """LPIPS as a training loss when its weights are on disk; otherwise off, with the reason."""
     try:
-        from hitbench_builtin.metrics.lpips_metric import load_lpips_net
+        from hitbench_builtin.metrics.lpips_metric import build_lpips
     except ImportError as exc:  # the metric module is part of this plugin; keep training usable without it
         return None, f"off: {exc}"
     try:
-        net = load_lpips_net("alex").to(device).eval()
+        net = build_lpips("alex").to(device).eval()
     except WeightsUnavailable as exc:
         return None, f"off: {exc.hint}"
     for p in net.parameters():

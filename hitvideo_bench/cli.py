@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retrain components even when the component cache has them")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="data-parallel training with N processes on this node (started with torchrun)")
 
     val = sub.add_parser("validate", help="check a recipe without training: schema, names, sweep, shapes")
     val.add_argument("recipe", type=Path)
@@ -63,14 +66,39 @@ def cmd_run(args) -> int:
     from .runner import RunOptions, run_recipe
 
     resolved = load_recipe(args.recipe, args.sets)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc)
+    if args.nproc < 1:
+        raise BadInput(f"--nproc {args.nproc}: needs 1 or more processes")
     progress = not args.quiet and sys.stderr.isatty()
     result = run_recipe(resolved, RunOptions(out=args.out, resume=args.resume, device=args.device,
                                              progress=progress, use_cache=args.use_cache))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print((result.out_dir / "table.md").read_text(encoding="utf-8"))
     if result.reused:
         print(f"reused finished runs: {', '.join(result.reused)}")
     print(f"results: {result.out_dir}")
     return 0
+
+
+def launch_torchrun(nproc: int) -> int:
+    """Re-run this very command under ``torchrun --standalone --nproc_per_node N`` (one node).
+
+    For several nodes, call torchrun yourself: ``torchrun --nnodes ... -m hitvideo_bench run ...``.
+    """
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--nproc":
+            del argv[i:i + 2]
+            break
+        if arg.startswith("--nproc="):
+            del argv[i]
+            break
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "hitvideo_bench", *argv]
+    print("hitbench: launching " + " ".join(cmd[1:]), file=sys.stderr)
+    return subprocess.call(cmd)
 
 
 def cmd_validate(args) -> int:

@@ -34,6 +34,7 @@ from .recipe import ResolvedRecipe, ResolvedVariant
 from .report import COLUMNS, load_results, write_report, write_results
 from .stages import (RunContext, compression_rows, curve_eval, curve_rows, generation_rows, obtain_generator,
                      obtain_tokenizer, reconstruction_rows)
+from .training import barrier, init_distributed, is_main_process
 
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pluggy", "pydantic", "transformers", "av", "lpips",
             "torchmetrics", "pytorch-msssim", "vector-quantize-pytorch", "safetensors")
@@ -87,12 +88,15 @@ def _check_writable(folder: Path) -> None:
 
 def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     """Run every variant x seed of ``resolved``, then write the tables, plots and manifest."""
-    device = resolve_device(options.device)
+    device = init_distributed(resolve_device(options.device))
+    main = is_main_process()  # under torchrun only rank 0 writes; the others help train
     out_dir = Path(options.out) / resolved.name / resolved.run_id()
-    _check_writable(out_dir)
-    if not options.resume and (out_dir / "runs").exists():
-        shutil.rmtree(out_dir / "runs")
-    write_text(out_dir / "resolved.yaml", yaml.safe_dump(resolved.as_dict(), sort_keys=False))
+    if main:
+        _check_writable(out_dir)
+        if not options.resume and (out_dir / "runs").exists():
+            shutil.rmtree(out_dir / "runs")
+        write_text(out_dir / "resolved.yaml", yaml.safe_dump(resolved.as_dict(), sort_keys=False))
+    barrier()
     hook = get_plugins().pm.hook
     started = time.time()
     frames, summaries, reused = [], {}, []
@@ -100,6 +104,11 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
         for seed in resolved.recipe.seeds:
             run_dir = out_dir / "runs" / variant.name / f"seed-{seed}"
             done = run_dir / "metrics.csv"
+            if not main:
+                if not done.exists():
+                    execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
+                barrier()
+                continue
             if done.exists():
                 frames.append(load_results(run_dir))
                 reused.append(f"{variant.name}/seed-{seed}")
@@ -115,10 +124,13 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
             frames.append(df)
             hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
                                        run_dir=run_dir)
+            barrier()
         for seed in resolved.recipe.seeds:
             summary_path = out_dir / "runs" / variant.name / f"seed-{seed}" / "summary.json"
             if summary_path.exists():
                 summaries[f"{variant.name}/seed-{seed}"] = yaml.safe_load(summary_path.read_text())
+    if not main:
+        return RecipeResult(out_dir, pd.DataFrame(columns=COLUMNS), [], reused)
     results = pd.concat(frames + [_reference_rows(resolved)], ignore_index=True)[COLUMNS]
     files = write_report(results, resolved, out_dir)
     write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused))
@@ -127,12 +139,16 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
 
 
 def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, device: torch.device,
-                run_dir: Path, options: RunOptions) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One variant with one seed: obtain the components, measure, return tidy rows and a summary."""
+                run_dir: Path, options: RunOptions, train_only: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One variant with one seed: obtain the components, measure, return tidy rows and a summary.
+
+    ``train_only`` (processes other than rank 0 under torchrun): obtain the trained components, measure nothing.
+    """
     from .manager import get_catalog
 
     seed_everything(seed)
-    ctx = RunContext(get_catalog(), variant, seed, device, run_dir, options.progress, options.use_cache)
+    ctx = RunContext(get_catalog(), variant, seed, device, run_dir, options.progress, options.use_cache,
+                     train_only=train_only)
     spec = variant.spec
     ev = spec.evaluate
     started = time.perf_counter()
@@ -140,21 +156,21 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     try:
         eval_ds = ctx.eval_dataset()
         clip_shape = tuple(eval_ds.clip_shape)
-        if ev.compression:
+        if ev.compression and not train_only:
             with torch.device("meta"):
                 rows += compression_rows(ctx.create("tokenizer"), clip_shape)
         needs_model = bool(ev.reconstruction or ev.layers or ev.curve or spec.generator)
-        if needs_model and spec.codec is not None:
+        if needs_model and spec.codec is not None and not train_only:
             rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
         elif needs_model:
             train_ds = ctx.train_dataset()
             tokenizer, folder = obtain_tokenizer(ctx, train_ds, curve_eval(ctx, eval_ds))
             rows += curve_rows(ctx)
-            if ev.reconstruction or ev.layers:
+            if (ev.reconstruction or ev.layers) and not train_only:
                 rows += reconstruction_rows(ctx, tokenizer, eval_ds)
             if spec.generator is not None:
                 generator = obtain_generator(ctx, tokenizer, folder, train_ds)
-                if ev.generation is not None:
+                if ev.generation is not None and not train_only:
                     rows += generation_rows(ctx, tokenizer, generator, eval_ds)
     except HitbenchError:
         raise

@@ -23,6 +23,7 @@ from .errors import WeightsUnavailable
 from .io import read_json, write_json
 from .recipe import ComponentRef, ResolvedVariant
 from .tokens import TokenPyramid
+from .training import barrier, is_main_process
 
 Row = dict[str, Any]
 
@@ -39,6 +40,8 @@ class RunContext:
     progress: bool = True
     use_cache: bool = True
     summary: dict[str, Any] = field(default_factory=dict)
+    #: under torchrun, processes other than rank 0 only take part in training
+    train_only: bool = False
 
     def create(self, field_name: str, **deps: Any) -> Any:
         ref = getattr(self.variant.spec, field_name)
@@ -89,7 +92,9 @@ class MetricSet:
             spec = ctx.catalog.get("metric", name)
             self.higher[name] = spec.load().higher_is_better
             try:
-                self.metrics[name] = ctx.catalog.create("metric", name, overrides=config.get(name)).to(ctx.device)
+                # evaluation runs in one process (rank 0 under torchrun): never wait for the others
+                self.metrics[name] = ctx.catalog.create("metric", name, overrides=config.get(name),
+                                                        sync_on_compute=False).to(ctx.device)
             except WeightsUnavailable as exc:
                 self.unavailable[name] = exc.hint
 
@@ -206,6 +211,7 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
         return tokenizer.to(ctx.device).eval(), None
     identity = tokenizer_identity(ctx, ref, train_ds)
     folder = cache.component_dir("tokenizer", ref.name, identity)
+    barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
     if ctx.use_cache and cache.is_complete(folder):
         ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
         return load_tokenizer(folder).to(ctx.device).eval(), folder
@@ -213,8 +219,10 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
     fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
     summary = tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
                             progress=ctx.progress, eval_fn=fit_eval)
-    save_pretrained(tokenizer, folder, "tokenizer", ref.name)
-    cache.mark_complete(folder, summary)
+    if is_main_process():
+        save_pretrained(tokenizer, folder, "tokenizer", ref.name)
+        cache.mark_complete(folder, summary)
+    barrier()
     ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
     return tokenizer.eval(), folder
 
@@ -314,7 +322,7 @@ def tokenize_dataset(tokenizer: Tokenizer, dataset: VideoDataset, folder: Path |
             pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
             captions += batch["captions"]
     pyramid = TokenPyramid.cat(pyramids)
-    if path is not None:
+    if path is not None and is_main_process():
         write_json(path.with_suffix(".json"), captions)
         pyramid.save(path)  # written last: its presence means both are complete
     return pyramid, captions
@@ -331,6 +339,7 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
                 "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
                 "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
+    barrier()
     if ctx.use_cache and cache.is_complete(folder):
         ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}
         return load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval()
@@ -338,8 +347,10 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
     pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx, ctx.variant.spec.evaluate.batch_size)
     summary = generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
                             progress=ctx.progress)
-    save_pretrained(generator, folder, "generator", ref.name)
-    cache.mark_complete(folder, summary)
+    if is_main_process():
+        save_pretrained(generator, folder, "generator", ref.name)
+        cache.mark_complete(folder, summary)
+    barrier()
     ctx.summary["generator"] = {"cached": str(folder), "trained_now": True, **summary}
     return generator.eval()
 

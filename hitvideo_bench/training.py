@@ -104,6 +104,12 @@ def init_distributed(device: torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def barrier() -> None:
+    """Wait for every process (a no-op outside ``torchrun``)."""
+    if world()[1] > 1:
+        torch.distributed.barrier()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -81,7 +81,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=600, batch_size=8, lr=2e-3, warmup_steps=30, checkpoint_every=100, log_every=20))
+        steps=300, batch_size=8, lr=2e-3, warmup_steps=20, checkpoint_every=100, log_every=20))
 
     presets = {
         "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
@@ -148,6 +148,19 @@ class CausalConv3d(nn.Module):
         else:
             self.spatial = None
             self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation (keeps the signal's scale through deep stacks); a factorized conv's temporal
+        part starts as the identity on the current frame, so it starts as a plain 2D conv."""
+        first = self.spatial if self.spatial is not None else self.conv
+        nn.init.kaiming_normal_(first.weight, nonlinearity="relu")
+        nn.init.zeros_(first.bias)
+        if self.spatial is not None:
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.weight[:, :, -1, 0, 0].copy_(torch.eye(self.conv.weight.shape[0]))
+                self.conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spatial is not None:

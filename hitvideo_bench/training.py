@@ -357,7 +357,8 @@ def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, 
     for module in trainer.modules.values():
         module.train()
     for step, batch in zip(range(start, cfg.steps), loader):
-        logs = task.training_step(to_device(batch, device), step, trainer)
+        with torch.enable_grad():  # callers may sit in a no_grad block (e.g. a metric trained lazily in evaluation)
+            logs = task.training_step(to_device(batch, device), step, trainer)
         trainer.step_count = step + 1
         trainer.update_ema()
         for k, v in logs.items():

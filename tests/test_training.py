@@ -127,3 +127,12 @@ def test_unknown_group_is_a_clear_error(tmp_path):
 
     with pytest.raises(KeyError, match="disc"):
         train(Bad(), FixtureClips(), TrainConfig(steps=1), workdir=tmp_path, device="cpu", seed=0, progress=False)
+
+
+def test_training_works_inside_a_no_grad_block(tmp_path):
+    torch.manual_seed(0)
+    task = FixtureTask()
+    with torch.no_grad():
+        summary = train(task, FixtureClips(), TrainConfig(steps=2, batch_size=4), workdir=tmp_path, device="cpu",
+                        seed=0, progress=False)
+    assert summary["steps"] == 2

@@ -39,7 +39,7 @@ from .text import TEXT_DIMS, TextEncoder, shared_text_encoder
 
 def _train_default():
     # tiny: ~310 tokens per clip (the tiny hitvideo pyramid): about 0.35-0.7 s per step on 2 CPU cores
-    return TrainConfig(steps=250, batch_size=8, lr=2e-3, weight_decay=0.05, betas=(0.9, 0.95), warmup_steps=20)
+    return TrainConfig(steps=200, batch_size=8, lr=2e-3, weight_decay=0.05, betas=(0.9, 0.95), warmup_steps=20)
 
 
 class ARLlamaConfig(ComponentConfig):

@@ -81,7 +81,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=300, batch_size=8, lr=2e-3, warmup_steps=20, checkpoint_every=100, log_every=20))
+        steps=240, batch_size=4, lr=2e-3, warmup_steps=20, checkpoint_every=80, log_every=20))
 
     presets = {
         "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,

@@ -136,7 +136,11 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     """table.md / table.csv / table.html, each written atomically."""
     wide = build_table(df, table, variant_order)
     heading = table.title or title
-    md = f"# {heading}\n\n{wide.to_markdown(index=False, disable_numparse=True)}\n\n{_footnotes(df)}"
+    # markdown keeps cells short: each distinct "unavailable: <hint>" becomes a lettered note below
+    hints = sorted({c for c in wide.to_numpy().ravel() if isinstance(c, str) and c.startswith("unavailable")})
+    labels = {h: f"unavailable ({chr(ord('a') + i)})" for i, h in enumerate(hints)}
+    short = wide.replace(labels)
+    md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{_footnotes(df, labels)}"
     files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
     write_text(files[0], md)
     write_text(files[1], wide.to_csv(index=False))
@@ -144,12 +148,11 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     return files
 
 
-def _footnotes(df: pd.DataFrame) -> str:
+def _footnotes(df: pd.DataFrame, labels: dict[str, str]) -> str:
     notes = ["↑ higher is better, ↓ lower is better; mean ± std over seeds where several."]
     if (~df["source"].isin(["measured", "timing"])).any():
         notes.append("Rows whose source is not 'measured' are copied from the publication named, not measured here.")
-    unavailable = sorted({t for t in df["text"] if str(t).startswith("unavailable")})
-    notes += [f"{u}" for u in unavailable]
+    notes += [f"{label}: {hint.removeprefix('unavailable: ')}" for hint, label in labels.items()]
     return "\n".join(f"- {n}" for n in notes) + "\n"
 
 

@@ -56,7 +56,10 @@ class ComponentConfig(BaseModel):
     def from_preset(cls, preset: str | None = None, overrides: Mapping[str, Any] | None = None):
         """Build the config of ``preset`` (default ``tiny``) with ``overrides`` merged on top."""
         preset = preset or "tiny"
-        data = deep_merge(cls.presets.get(preset, {}), overrides or {})
+        # start from the full defaults so that a nested override (e.g. ``train: {steps: 60}``) changes
+        # only the fields it names and keeps the component's own defaults for the rest
+        defaults = cls.model_construct().model_dump(exclude={"preset"})
+        data = deep_merge(deep_merge(defaults, cls.presets.get(preset, {})), overrides or {})
         data["preset"] = preset
         return cls.model_validate(data)
 

@@ -169,3 +169,10 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     video = fixture_video()
     assert torch.equal(a.eval().encode(video).layers[0], loaded.encode(video).layers[0])
     assert torch.equal(load_tokenizer(tmp_path / "saved").decode(loaded.encode(video)), a.decode(a.encode(video)))
+
+
+def test_a_nested_override_keeps_the_other_defaults():
+    cfg = HiTVideoConfig.from_preset("tiny", {"train": {"eval_every": 40}})
+    assert cfg.train.eval_every == 40
+    assert cfg.train.steps == HiTVideoConfig().train.steps and cfg.train.lr == HiTVideoConfig().train.lr
+    assert HiTVideoConfig.from_preset("paper", {"train": {"steps": 5}}).train.precision == "bf16"

@@ -7,7 +7,6 @@ on the left and a blue band on the right, so a clip tells which source frames an
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -203,7 +202,7 @@ def test_folder_split_rule_and_auto_detection(tmp_path):
 # ------------------------------------------------------------------------------------------- bad input
 
 def test_corrupt_file_raises_naming_it_or_is_skipped(fixture_root):
-    (fixture_root / "broken.mp4").write_bytes(os.urandom(4096))
+    (fixture_root / "broken.mp4").write_bytes(b"this is not a video file\n" * 160)  # fixed junk: deterministic
     good = (fixture_root / "walk.mp4").read_bytes()
     (fixture_root / "truncated.mp4").write_bytes(good[: len(good) // 2])
     ds = folder(fixture_root, frames=8)
@@ -212,7 +211,7 @@ def test_corrupt_file_raises_naming_it_or_is_skipped(fixture_root):
     (fixture_root / "broken.mp4").unlink()
     with pytest.raises(BadInput, match=r"truncated\.mp4"):
         len(folder(fixture_root, frames=8))
-    (fixture_root / "broken.mp4").write_bytes(os.urandom(4096))
+    (fixture_root / "broken.mp4").write_bytes(b"this is not a video file\n" * 160)  # fixed junk: deterministic
     skipping = folder(fixture_root, frames=8, on_error="skip")
     with pytest.warns(UserWarning) as record:
         assert len(skipping) == 1

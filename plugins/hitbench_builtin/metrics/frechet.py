@@ -12,6 +12,8 @@ stable estimate give a warning in the provenance (FVD-style numbers depend stron
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import math
 import warnings
 from typing import Any
@@ -74,9 +76,9 @@ class FrechetFeatureMetric(BenchMetric):
         self.add_state("gen_features", default=[], dist_reduce_fx="cat")
         self.clip_shape: tuple[int, ...] | None = None
 
+    @abstractmethod
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """Per-clip features ``(B, D)`` of clips ``(B, 3, T, H, W)`` in [0, 1]."""
-        raise NotImplementedError
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         with torch.no_grad():

@@ -131,6 +131,13 @@ class SingleLayerConfig(HiTVideoConfig):
 # ------------------------------------------------------------------------------------------- blocks
 
 
+def per_frame(op, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D op ``(N, C, H, W) -> (N, C', H', W')`` to every frame of ``(B, C, T, H, W)``."""
+    b, c, t, h, w = x.shape
+    y = op(x.transpose(1, 2).reshape(b * t, c, h, w))
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
 class CausalConv3d(nn.Module):
     """Causal 3D conv: padded on the past side in time (``kt - st`` frames, replicating the first frame).
 
@@ -164,9 +171,7 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spatial is not None:
-            b, c, t, h, w = x.shape
-            y = self.spatial(x.transpose(1, 2).reshape(b * t, c, h, w))
-            x = y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+            x = per_frame(self.spatial, x)
         if self.time_pad:
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
         return self.conv(x)
@@ -176,9 +181,7 @@ class FrameNorm(nn.GroupNorm):
     """GroupNorm over each frame separately: statistics never mix frames (keeps causality)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))
-        return y.reshape(b, t, c, h, w).transpose(1, 2)
+        return per_frame(super().forward, x)
 
 
 def norm(channels: int) -> FrameNorm:
@@ -229,19 +232,11 @@ def level_strides(cfg: HiTVideoConfig) -> list[Stride]:
 
 
 def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
-    if p == 1:
-        return x
-    b, c, t, h, w = x.shape
-    y = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), p)
-    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+    return x if p == 1 else per_frame(lambda f: F.pixel_unshuffle(f, p), x)
 
 
 def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
-    if p == 1:
-        return x
-    b, c, t, h, w = x.shape
-    y = F.pixel_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w), p)
-    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+    return x if p == 1 else per_frame(lambda f: F.pixel_shuffle(f, p), x)
 
 
 class Encoder(nn.Module):
@@ -376,10 +371,8 @@ class HiTVideoTokenizer(Tokenizer):
     def _resize(self, video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(video.shape[-2:]) == size:
             return video
-        b, c, t, h, w = video.shape
-        frames = video.transpose(1, 2).reshape(b * t, c, h, w)
-        frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return frames.reshape(b, t, c, *size).transpose(1, 2)
+        return per_frame(lambda f: F.interpolate(f, size=size, mode="bilinear", align_corners=False,
+                                                 antialias=True), video)
 
     def latents(self, video: torch.Tensor) -> list[torch.Tensor]:
         """Continuous latent of every layer (densest first), before quantisation."""

@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torchmetrics import Metric
 
-from .errors import ShapeError
+from .errors import BadInput, ShapeError
 from .tokens import TokenPyramid
 
 KINDS = ("tokenizer", "codec", "generator", "metric", "dataset")
@@ -76,8 +76,12 @@ class VideoDataset(torch.utils.data.Dataset, ABC):
     """A split of captioned clips. Items: ``{video: float32 (3,T,H,W) in [0,1], caption: str, attrs: dict}``."""
 
     Config: ClassVar[type[ComponentConfig]]
+    #: the split names this dataset knows (empty: any); an unknown one is bad input
+    splits: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ComponentConfig, split: str = "train"):
+        if self.splits and split not in self.splits:
+            raise BadInput(f"{type(self).__name__}: unknown split {split!r}; allowed: {', '.join(self.splits)}")
         self.config = config
         self.split = split
 

@@ -83,10 +83,9 @@ class SyntheticShapes(VideoDataset):
     """Deterministic procedural clips; disjoint splits (each split draws from its own random stream)."""
 
     Config = SyntheticShapesConfig
+    splits = _SPLITS
 
     def __init__(self, config: SyntheticShapesConfig, split: str = "train"):
-        if split not in _SPLITS:
-            raise BadInput(f"synthetic-shapes: unknown split {split!r}; allowed: {', '.join(_SPLITS)}")
         super().__init__(config, split)
         self.count = getattr(config, f"{split}_clips")
         ys = torch.arange(config.height, dtype=torch.float32) + 0.5

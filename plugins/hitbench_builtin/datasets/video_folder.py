@@ -205,10 +205,9 @@ class VideoFolder(VideoDataset):
     """Clips cut from the video files of one split of a folder (see the module docstring)."""
 
     Config = VideoFolderConfig
+    splits = SPLITS
 
     def __init__(self, config: VideoFolderConfig, split: str = "train"):
-        if split not in SPLITS:
-            raise BadInput(f"video-folder: unknown split {split!r}; allowed: {', '.join(SPLITS)}")
         super().__init__(config, split)
         root = Path(config.root)
         if not root.is_dir():

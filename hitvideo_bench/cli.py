@@ -45,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="data-parallel training with N processes on this node (started with torchrun)")
 
-    val = sub.add_parser("validate", help="check a recipe without training: schema, names, sweep, shapes")
+    val = sub.add_parser("validate", help="check a recipe without training: schema, names, sweep, shapes, "
+                                          "parameters and training memory per GPU")
     val.add_argument("recipe", type=Path)
     val.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    val.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="training memory per GPU with each global batch split over N processes (as run --nproc N)")
 
     ls = sub.add_parser("ls", help="list components and the plugin providing each")
     ls.add_argument("kind", nargs="?", help="tokenizer, codec, generator, metric or dataset")
@@ -104,6 +107,7 @@ def launch_torchrun(nproc: int) -> int:
 def cmd_validate(args) -> int:
     import torch
 
+    from . import memory
     from .manager import get_catalog
     from .recipe import load_recipe
 
@@ -115,22 +119,43 @@ def cmd_validate(args) -> int:
         spec = variant.spec
         shape = "x".join(map(str, variant.clip_shape or ()))
         print(f"  {variant.name}: dataset {spec.dataset.name} ({spec.dataset.preset}, clips {shape})")
-        for field in ("tokenizer", "codec"):
-            ref = getattr(spec, field)
-            if ref is None:
-                continue
-            with torch.device("meta"):
-                component = catalog.create(field, ref.name, preset=ref.preset, overrides=ref.config)
-            line = f"    {field} {ref.name} ({ref.preset})"
-            if isinstance(component, torch.nn.Module):
-                params = sum(p.numel() for p in component.parameters())
-                grids = component.token_grid_shapes(*variant.clip_shape)
-                line += (f": {params / 1e6:.2f} M parameters, tokens per layer "
-                         + ", ".join("x".join(map(str, g)) for g in grids))
+        if spec.codec is not None:
+            print(f"    codec {spec.codec.name} ({spec.codec.preset})")
+            continue
+        ref = spec.tokenizer
+        with torch.device("meta"):
+            tokenizer = catalog.create("tokenizer", ref.name, preset=ref.preset, overrides=ref.config)
+        grids = tokenizer.token_grid_shapes(*variant.clip_shape)
+        line = (f"    tokenizer {ref.name} ({ref.preset}): "
+                f"{memory.format_count(sum(p.numel() for p in tokenizer.parameters()))} parameters, tokens per layer "
+                + ", ".join("x".join(map(str, g)) for g in grids))
+        if tokenizer.trainable:
+            _print_with_memory(line, memory.tokenizer_training_memory, type(tokenizer), tokenizer.config,
+                               variant.clip_shape, world_size=args.nproc)
+        else:
             print(line)
         if spec.generator is not None:
-            print(f"    generator {spec.generator.name} ({spec.generator.preset})")
+            ref = spec.generator
+            config = catalog.make_config("generator", ref.name, ref.preset, ref.config)
+            _print_with_memory(f"    generator {ref.name} ({ref.preset})", memory.generator_training_memory,
+                               catalog.get("generator", ref.name).load(), config, tokenizer.codebook_sizes, grids,
+                               world_size=args.nproc, with_params=True)
     return 0
+
+
+def _print_with_memory(line: str, estimate, *inputs, world_size: int, with_params: bool = False) -> None:
+    """Print a trainable component's line with its training memory per GPU, and the estimate's notes below."""
+    from .memory import NotEstimated, format_count
+
+    try:
+        result = estimate(*inputs, world_size=world_size)
+    except NotEstimated as exc:
+        print(f"{line}; training memory: not estimated ({exc})")
+        return
+    params = f": {format_count(result.trainable_params)} parameters" if with_params else ""
+    print(f"{line}{params}; {result.describe()}")
+    for note in result.notes:
+        print(f"      note: {note}")
 
 
 def cmd_ls(args) -> int:

@@ -200,6 +200,13 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on a device type; None: no autocast (fp32, and fp16 off CUDA)."""
+    if precision == "fp32" or (precision == "fp16" and device_type != "cuda"):
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 class Trainer:
     """Optimisers, schedules, precision and checkpoints for one task (see the module docstring)."""
 
@@ -222,10 +229,8 @@ class Trainer:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast for the configured precision (a no-op in fp32, and for fp16 on CPU)."""
-        if self.config.precision == "fp32" or (self.config.precision == "fp16" and self.device.type != "cuda"):
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        dtype = autocast_dtype(self.config.precision, self.device.type)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     def step(self, loss: torch.Tensor, group: str = "main") -> None:
         """Backward ``loss`` and update the parameters of ``group`` (clip, optimiser, schedule)."""

@@ -1,4 +1,4 @@
-"""Shared test set-up: an isolated component cache, and the paths of the shared test clips."""
+"""Shared test set-up: an isolated component cache, the paths of the shared test clips, one CPU thread."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -44,3 +45,13 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("HITBENCH_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one intra-op thread is faster, and immune to oversubscribed shared CPUs
+    (a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

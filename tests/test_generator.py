@@ -21,13 +21,7 @@ PROMPTS = ["a big red circle moves left", "a small blue square stays still",
            "a green triangle moves up", "a yellow star moves right"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster, and immune to oversubscribed shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FixtureTokenizer:

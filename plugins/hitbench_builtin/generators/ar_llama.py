@@ -340,20 +340,24 @@ class ARLlamaGenerator(Generator):
         return {layer: self.logits(hidden[:, lo:hi], layer) for layer, (lo, hi) in ranges.items()}
 
     def layer_nll(self, tokens: torch.Tensor, text_h: torch.Tensor,
-                  text_mask: torch.Tensor) -> dict[int, tuple[torch.Tensor, int]]:
-        """Summed next-token cross-entropy (nats) and the number of supervised tokens, per layer."""
+                  text_mask: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Summed next-token cross-entropy (nats) and the number of supervised tokens, per layer.
+
+        The count stays a tensor: training never waits for the device to read it back.
+        """
         _, _, _, ranges = self.layout()
         out = {}
         for layer, logits in self.forward(tokens, text_h, text_mask).items():
             lo, hi = ranges[layer]
             target = tokens[:, lo:hi].flatten()
             out[layer] = (F.cross_entropy(logits.float().flatten(0, 1), target, ignore_index=IGNORE, reduction="sum"),
-                          int((target != IGNORE).sum()))
+                          (target != IGNORE).sum())
         return out
 
     def layer_losses(self, tokens: torch.Tensor, text_h: torch.Tensor, text_mask: torch.Tensor) -> dict[int, torch.Tensor]:
         """Mean next-token cross-entropy (nats) per layer (over its supervised tokens)."""
-        return {layer: total / max(n, 1) for layer, (total, n) in self.layer_nll(tokens, text_h, text_mask).items()}
+        nll = self.layer_nll(tokens, text_h, text_mask)
+        return {layer: total / n.clamp(min=1) for layer, (total, n) in nll.items()}
 
     def weighted_loss(self, losses: dict[int, torch.Tensor]) -> torch.Tensor:
         weights = self.config.layer_loss_weights or [1.0] * len(self.codebook_sizes)
@@ -361,6 +365,12 @@ class ARLlamaGenerator(Generator):
         return total / sum(weights)
 
     # ------------------------------------------------------------------------------------ training
+
+    def set_grad_checkpointing(self, on: bool) -> None:
+        """Recompute each decoder layer in backward (transformers' layer checkpointing, non-reentrant) in training."""
+        for layer in self.layers:
+            layer.gradient_checkpointing = on
+            layer._gradient_checkpointing_func = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
 
     def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
             seed: int, progress: bool = True) -> dict[str, Any]:
@@ -380,15 +390,11 @@ class ARLlamaGenerator(Generator):
         feats, mask = self._text_encoder().encode(unique, self.config.text_len, device)  # once per fit
         data = _SequenceDataset(tokens, torch.tensor([index[c] for c in captions]))
         self.to(device)
-        if self.config.train.grad_checkpointing:
-            for layer in self.layers:
-                layer.gradient_checkpointing = True
-                layer._gradient_checkpointing_func = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+        self.set_grad_checkpointing(self.config.train.grad_checkpointing)
         self.train()
         task = _Task(self, feats.to(device), mask.to(device))
         summary = train(task, data, self.config.train, workdir=workdir, device=device, seed=seed, progress=progress)
-        for layer in self.layers:
-            layer.gradient_checkpointing = False
+        self.set_grad_checkpointing(False)
         self.eval()
         summary["tokens_per_clip"] = int(tokens.shape[1])
         summary["text_encoder"] = self.config.text_encoder
@@ -420,7 +426,7 @@ class ARLlamaGenerator(Generator):
             text_h, text_mask = self.text_prefix(feats, mask)
             for layer, (total, n) in self.layer_nll(tok, text_h, text_mask).items():
                 sums[layer] += float(total)
-                counts[layer] += n
+                counts[layer] += int(n)
         self.train(was)
         return {layer: sums[layer] / counts[layer] / math.log(2) if counts[layer] else math.nan for layer in sums}
 

@@ -68,8 +68,26 @@ class TextEncoder:
         self._tokenizer = None
         self._model = None
 
+    def _model_class(self) -> type:
+        from transformers import AutoModel, T5EncoderModel
+
+        return AutoModel if self.kind == "minilm" else T5EncoderModel
+
+    def dtype(self, device: torch.device | str) -> torch.dtype:
+        """The weights' dtype on ``device``: flan-t5-xl runs in bf16 on CUDA, everything else in fp32."""
+        return torch.bfloat16 if self.kind == "flan-t5-xl" and torch.device(device).type == "cuda" else torch.float32
+
+    def parameter_count(self) -> int:
+        """Parameters of the encoder, from its config file (built on the meta device: no weights loaded)."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(self.folder), local_files_only=True)
+        with torch.device("meta"):
+            model = self._model_class().from_config(config)
+        return sum(p.numel() for p in model.parameters())
+
     def _load(self, device: torch.device) -> None:
-        from transformers import AutoModel, AutoTokenizer, T5EncoderModel
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         if self._model is None:
@@ -77,11 +95,8 @@ class TextEncoder:
             hf_logging.disable_progress_bar()  # a small frozen model: no "Loading weights" bar in run logs
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
-                if self.kind == "minilm":
-                    model = AutoModel.from_pretrained(str(self.folder), local_files_only=True)
-                else:
-                    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-                    model = T5EncoderModel.from_pretrained(str(self.folder), local_files_only=True, dtype=dtype)
+                model = self._model_class().from_pretrained(str(self.folder), local_files_only=True,
+                                                            dtype=self.dtype(device))
             finally:
                 if bar:
                     hf_logging.enable_progress_bar()

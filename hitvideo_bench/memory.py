@@ -1,0 +1,345 @@
+"""Training memory per GPU, estimated without a GPU and without allocating the model or the batch.
+
+``hitbench validate`` prints it for each trainable component at the configured per-GPU batch
+(``train.batch_size`` split over ``--nproc`` processes), precision and activation checkpointing, as
+``state + activations``:
+
+State, which does not depend on the batch:
+
+* every trained parameter (the component's, and the tokenizer's discriminator): fp32 weight,
+  gradient and AdamW's two moments, 16 bytes;
+* with ``train.ema``: the trainer's fp32 copy of every floating state entry, 4 bytes per parameter;
+* buffers, and frozen networks the training step keeps on the GPU (LPIPS for the tokenizer, the
+  generator's text encoder): their weights only.
+
+Activations: the tensors autograd keeps for backward, summed over one training forward through
+:class:`torch.autograd.graph.saved_tensors_hooks` (:class:`SavedTensorBytes`): every saved tensor on
+the GPU, each storage once (views, and a tensor saved by several ops, share it); weights are state,
+not activations. The forward runs on fake tensors (:class:`~torch._subclasses.fake_tensor.FakeTensorMode`:
+meta tensors, without data, that report the GPU as their device), so it allocates nothing.
+
+Precision: autocast does not apply to meta tensors, and ``torch.autocast("cuda")`` turns itself off
+on a machine without CUDA. Fake CUDA tensors carry CUDA's dispatch keys, so switching on CUDA
+autocast's own per-device state (:func:`_autocast`) applies the casting policy a GPU run gets:
+matmuls and convolutions in bf16/fp16, norms, softmax and losses in fp32, cast weights cached for
+the step.
+
+CPU tensors the code makes on its own stay real, as they are in training (LFQ's token-sampling mask,
+RoPE position tables: small), so that a size depending on their values, such as the number of
+tokens LFQ samples for its entropy over the codebook, is exact.
+
+Not counted, so a real run needs headroom above the estimate: memory that lives only inside
+forward or backward (the gradients of activations while backward runs, the largest being the
+logits' gradient for the generator; the recomputation of one checkpointed block; weights cast inside
+checkpointed blocks; kernel workspaces), optimizer-step temporaries, the flat gradient copy of the
+all-reduce across processes (after backward has freed the activations), the generator's caption
+features, the CUDA context, the caching allocator's fragmentation and NCCL buffers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException, FakeTensor,
+                                           FakeTensorMode, unset_fake_temporarily)
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import arg_tree_leaves
+
+from .errors import BadInput, WeightsUnavailable
+from .training import TrainConfig, autocast_dtype
+
+GIB = 2 ** 30
+#: copies of a trained fp32 parameter: weight, gradient, AdamW exp_avg and exp_avg_sq
+TRAINED_COPIES = 4
+
+
+class NotEstimated(Exception):
+    """No memory trace exists for this component, or its training step cannot be traced."""
+
+
+def format_count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def _gib(nbytes: int) -> str:
+    value = nbytes / GIB
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Training memory of one GPU: batch-independent state plus the activations of one step."""
+
+    batch: int  # per-GPU micro-batch
+    world_size: int
+    precision: str
+    grad_checkpointing: bool
+    params: int  # every parameter on the GPU in training, trained or frozen
+    trainable_params: int
+    state_bytes: int
+    activation_bytes: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return self.state_bytes + self.activation_bytes
+
+    def describe(self) -> str:
+        """``training memory per GPU at batch 8 (bf16, grad checkpointing): ~X GiB (state Y + activations Z)``."""
+        split = f" of {self.batch * self.world_size} over {self.world_size} GPUs" if self.world_size > 1 else ""
+        mode = self.precision + (", grad checkpointing" if self.grad_checkpointing else "")
+        return (f"training memory per GPU at batch {self.batch}{split} ({mode}): ~{_gib(self.total_bytes)} GiB "
+                f"(state {_gib(self.state_bytes)} + activations {_gib(self.activation_bytes)})")
+
+
+def per_gpu_batch(batch_size: int, world_size: int) -> int:
+    """The largest share of a global batch that one of ``world_size`` processes takes (rank 0's)."""
+    if world_size < 1:
+        raise BadInput(f"the number of processes must be at least 1, got {world_size}")
+    if batch_size < world_size:
+        raise NotEstimated(f"train.batch_size {batch_size} cannot be split over {world_size} processes")
+    return math.ceil(batch_size / world_size)
+
+
+# ------------------------------------------------------------------------------------------ activations
+
+
+class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Bytes of the tensors autograd saves for backward on one device type, each storage counted once.
+
+    Use as a context manager around a forward. Parameters and buffers of ``exclude`` are state, not
+    activations. A weak reference to every counted storage keeps its address from being reused by a
+    later storage while counting.
+    """
+
+    def __init__(self, device_type: str, exclude: Iterable[nn.Module] = ()):
+        self.device_type = device_type
+        self._excluded = {StorageWeakRef(t.untyped_storage())
+                          for module in exclude for t in (*module.parameters(), *module.buffers())}
+        self._saved: dict[StorageWeakRef, int] = {}
+        super().__init__(self._pack, lambda tensor: tensor)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type == self.device_type:
+            storage = tensor.untyped_storage()
+            ref = StorageWeakRef(storage)
+            if ref not in self._excluded:
+                self._saved[ref] = storage.nbytes()
+        return tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._saved.values())
+
+
+@contextlib.contextmanager
+def _autocast(device_type: str, dtype: torch.dtype | None) -> Iterator[None]:
+    """What ``torch.autocast(device_type, dtype)`` switches on, also for a device this machine lacks."""
+    if dtype is None:
+        yield
+        return
+    enabled, previous = torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    torch.set_autocast_enabled(device_type, True)
+    torch.set_autocast_dtype(device_type, dtype)
+    torch.autocast_increment_nesting()
+    try:
+        yield
+    finally:
+        if torch.autocast_decrement_nesting() == 0:
+            torch.clear_autocast_cache()
+        torch.set_autocast_enabled(device_type, enabled)
+        torch.set_autocast_dtype(device_type, previous)
+
+
+def _long_indices(index: Any) -> tuple[Any, ...]:
+    """A real boolean mask -> its long indices, one per mask dimension (what aten's indexing makes of it)."""
+    if isinstance(index, torch.Tensor) and not isinstance(index, FakeTensor) and index.dtype == torch.bool:
+        with unset_fake_temporarily():
+            return index.nonzero().unbind(1)
+    return (index,)
+
+
+class _RealCpuOps(TorchDispatchMode):
+    """Under a fake mode: what involves no fake tensor and no other device than the CPU runs for real.
+
+    A fake tensor indexed by a real boolean mask gets the mask's long indices, so its size is exact;
+    a real tensor sent to the fake device becomes fake.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten.index.Tensor:
+            args = (args[0], [part for index in args[1] for part in _long_indices(index)])
+        device = kwargs.get("device")
+        if ((device is None or torch.device(device).type == "cpu")
+                and not any(isinstance(t, FakeTensor) for t in arg_tree_leaves(*args, **kwargs))):
+            with unset_fake_temporarily():
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+class _FakeDevice:
+    """A device with no memory behind it: build modules and inputs in :meth:`build`, trace in :meth:`saved_bytes`."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    @contextlib.contextmanager
+    def build(self) -> Iterator[None]:
+        with self.mode, self.device:
+            yield
+
+    def saved_bytes(self, step: Callable[[], torch.Tensor], precision: str, exclude: Iterable[nn.Module]) -> int:
+        """Bytes ``step`` (one training forward) saves for backward, under ``precision``'s autocast."""
+        saved = SavedTensorBytes(self.device.type, exclude)
+        dtype = autocast_dtype(precision, self.device.type)
+        try:
+            with torch.enable_grad(), self.mode, _RealCpuOps(), _autocast(self.device.type, dtype), saved:
+                step()
+        except (DataDependentOutputException, DynamicOutputShapeException) as exc:
+            raise NotEstimated(f"the training step has a size that depends on data on the device "
+                               f"({exc.func})") from None
+        return saved.nbytes
+
+
+# ------------------------------------------------------------------------------------------ state
+
+
+def _nbytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _params(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    return [p for module in modules for p in module.parameters()]
+
+
+def state_bytes(trained: Sequence[nn.Module], frozen: Sequence[nn.Module] = (), ema: bool = False) -> int:
+    """Weights, gradients and AdamW moments of ``trained``, the trainer's EMA of their floating state
+    entries when ``ema``, and the weights alone of buffers and of ``frozen``."""
+    buffers = [b for module in (*trained, *frozen) for b in module.buffers()]
+    total = TRAINED_COPIES * _nbytes(_params(trained)) + _nbytes(_params(frozen)) + _nbytes(buffers)
+    if ema:
+        total += _nbytes(v for module in trained for v in module.state_dict().values() if v.is_floating_point())
+    return total
+
+
+def _estimate(device: _FakeDevice, step: Callable[[], torch.Tensor], train: TrainConfig, batch: int,
+              world_size: int, trained: Sequence[nn.Module], frozen: Sequence[nn.Module],
+              extra_params: int = 0, extra_bytes: int = 0, notes: Sequence[str] = ()) -> MemoryEstimate:
+    activations = device.saved_bytes(step, train.precision, exclude=(*trained, *frozen))
+    trainable = sum(p.numel() for p in _params(trained))
+    return MemoryEstimate(
+        batch=batch, world_size=world_size, precision=train.precision, grad_checkpointing=train.grad_checkpointing,
+        params=trainable + sum(p.numel() for p in _params(frozen)) + extra_params, trainable_params=trainable,
+        state_bytes=state_bytes(trained, frozen, ema=train.ema is not None) + extra_bytes,
+        activation_bytes=activations, notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------ components
+
+
+def _lpips_alex(device: torch.device) -> nn.Module:
+    """The LPIPS network of the tokenizer's perceptual loss (AlexNet trunk), with random weights: shapes only."""
+    import lpips
+
+    with warnings.catch_warnings():  # lpips passes torchvision its deprecated ``pretrained`` argument
+        warnings.simplefilter("ignore", UserWarning)
+        net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+    net.scaling_layer.to(device)  # its constants are made with torch.Tensor(...), on the CPU
+    return net.eval().requires_grad_(False)
+
+
+def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int], *, world_size: int = 1,
+                              device: str | torch.device = "cuda") -> MemoryEstimate:
+    """Training memory per GPU of a HiTVideo (or single-layer) tokenizer as its ``TokenizerTask`` trains it.
+
+    The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, i.e.
+    ``tokenizer(video)`` with its L1, LPIPS and discriminator losses on the reconstruction. The
+    discriminator's own step comes after this one's backward and is smaller; it is not traced.
+    """
+    from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer
+
+    if not issubclass(cls, HiTVideoTokenizer):
+        raise NotEstimated(f"no training trace for {cls.__name__}")
+    train, loss = config.train, config.loss
+    batch = per_gpu_batch(train.batch_size, world_size)
+    fake = _FakeDevice(device)
+    with fake.build():
+        tokenizer = cls(config)
+        video = torch.rand(batch, 3, *clip_shape)
+        disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
+        perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None
+
+    def frames(v: torch.Tensor) -> torch.Tensor:
+        return v.transpose(1, 2).flatten(0, 1) * 2 - 1
+
+    def step() -> torch.Tensor:  # the loss weights change nothing that is saved
+        rec, aux = tokenizer(video)
+        total = (rec - video).abs().mean() + aux
+        if perceptual is not None:
+            total = total + perceptual(frames(rec), frames(video)).mean()
+        if disc is not None:
+            total = total - disc(rec * 2 - 1).mean()
+        return total
+
+    notes = []
+    if disc is not None:
+        notes.append(f"discriminator ({format_count(sum(p.numel() for p in disc.parameters()))} parameters) "
+                     f"trained beside it")
+    if perceptual is not None:
+        notes.append(f"LPIPS alex ({format_count(sum(p.numel() for p in perceptual.parameters()))} parameters) "
+                     f"frozen; training turns it off when its weights are missing")
+    return _estimate(fake, step, train, batch, world_size, trained=[t for t in (tokenizer, disc) if t is not None],
+                     frozen=[perceptual] if perceptual is not None else [], notes=notes)
+
+
+def generator_training_memory(cls: type, config: Any, codebook_sizes: Sequence[int],
+                              grid_shapes: Sequence[Sequence[int]], *, world_size: int = 1,
+                              device: str | torch.device = "cuda") -> MemoryEstimate:
+    """Training memory per GPU of the ar-llama generator over a tokenizer's pyramids of ``grid_shapes``.
+
+    The traced step is ``_Task.training_step``'s: text prefix from the frozen encoder's precomputed
+    features, then the per-layer cross-entropies. The encoder's weights stay on the GPU in training
+    and are counted when its config is on this machine (it says so in the notes otherwise).
+    """
+    from hitbench_builtin.generators.ar_llama import ARLlamaGenerator
+    from hitbench_builtin.generators.text import shared_text_encoder
+
+    if not issubclass(cls, ARLlamaGenerator):
+        raise NotEstimated(f"no training trace for {cls.__name__}")
+    config = config.model_copy(update={"grid_shapes": [tuple(g) for g in grid_shapes]})
+    train = config.train
+    batch = per_gpu_batch(train.batch_size, world_size)
+    fake = _FakeDevice(device)
+    with fake.build():
+        generator = cls(config, SimpleNamespace(codebook_sizes=list(codebook_sizes)), load_text=False)
+        generator.set_grad_checkpointing(train.grad_checkpointing)
+        tokens = torch.zeros(batch, sum(math.prod(g) for g in grid_shapes), dtype=torch.long)
+        feats = torch.zeros(batch, config.text_len, generator.text_proj.in_features)
+        text_mask = torch.ones(batch, config.text_len, dtype=torch.bool)
+
+    def step() -> torch.Tensor:
+        text_h, mask = generator.text_prefix(feats, text_mask)
+        return generator.weighted_loss(generator.layer_losses(tokens, text_h, mask))
+
+    try:
+        encoder = shared_text_encoder(config.text_encoder)
+    except WeightsUnavailable as exc:
+        text_params = text_bytes = 0
+        notes = [f"frozen text encoder {config.text_encoder} not counted: {exc.what} is not on this machine"]
+    else:
+        text_params = encoder.parameter_count()
+        text_bytes = text_params * encoder.dtype(fake.device).itemsize
+        notes = [f"frozen text encoder {config.text_encoder} ({format_count(text_params)} parameters) counted"]
+    return _estimate(fake, step, train, batch, world_size, trained=[generator], frozen=[],
+                     extra_params=text_params, extra_bytes=text_bytes, notes=notes)

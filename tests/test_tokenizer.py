@@ -176,3 +176,13 @@ def test_a_nested_override_keeps_the_other_defaults():
     assert cfg.train.eval_every == 40
     assert cfg.train.steps == HiTVideoConfig().train.steps and cfg.train.lr == HiTVideoConfig().train.lr
     assert HiTVideoConfig.from_preset("paper", {"train": {"steps": 5}}).train.precision == "bf16"
+
+
+@pytest.mark.parametrize("preset,clip", [("tiny", (16, 64, 64)), ("small", (32, 128, 128)), ("paper", (64, 256, 256))])
+def test_dropping_a_spatial_down_sampling_keeps_the_grids_at_half_the_resolution(preset, clip):
+    frames, h, w = clip
+    full = HiTVideoTokenizer.grid_shapes(HiTVideoConfig.from_preset(preset), frames, h, w)
+    low = HiTVideoConfig.from_preset(preset, {"drop_spatial_down": 1})
+    assert HiTVideoTokenizer.grid_shapes(low, frames, h // 2, w // 2) == full
+    with pytest.raises(ValueError, match="drop_spatial_down 9 exceeds"):
+        HiTVideoConfig.from_preset(preset, {"drop_spatial_down": 9})

@@ -64,6 +64,9 @@ class HiTVideoConfig(ComponentConfig):
     channel_mult: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
     spatial_down: list[bool] = Field(default_factory=lambda: [True, True])
     temporal_down: list[bool] = Field(default_factory=lambda: [True, True])
+    drop_spatial_down: int = Field(0, ge=0, description="turn off this many of spatial_down's down-samplings, first "
+                                                        "levels first: the same token grids from input 2^n times "
+                                                        "smaller (the resolution ablation, at every preset)")
     num_res_blocks: int = Field(1, ge=1)
     patch_size: int = Field(2, ge=1, description="space-to-depth patch before the first conv (and after the last)")
     factorized_conv: bool = Field(True, description="(2+1)D causal convs (fast on CPU) instead of full 3D ones")
@@ -105,6 +108,9 @@ class HiTVideoConfig(ComponentConfig):
         for name in ("spatial_down", "temporal_down"):
             if len(getattr(self, name)) != levels:
                 raise ValueError(f"{name} needs one entry per level of channel_mult ({levels})")
+        if self.drop_spatial_down > sum(self.spatial_down):
+            raise ValueError(f"drop_spatial_down {self.drop_spatial_down} exceeds the {sum(self.spatial_down)} "
+                             f"spatial down-samplings of spatial_down {self.spatial_down}")
         if len(self.layer_strides) != len(self.quant_dims) - 1:
             raise ValueError(f"layer_strides needs one (t, h, w) stride per extra layer: "
                              f"{len(self.quant_dims) - 1} for {len(self.quant_dims)} quant_dims")
@@ -228,7 +234,13 @@ class Sequential(nn.Sequential):
 
 
 def level_strides(cfg: HiTVideoConfig) -> list[Stride]:
-    return [(2 if t else 1, 2 if s else 1, 2 if s else 1) for s, t in zip(cfg.spatial_down, cfg.temporal_down)]
+    """(t, h, w) stride of each encoder level (``drop_spatial_down`` applied)."""
+    spatial, dropped = [], 0
+    for s in cfg.spatial_down:
+        keep = s and dropped >= cfg.drop_spatial_down
+        dropped += s and not keep
+        spatial.append(keep)
+    return [(2 if t else 1, 2 if s else 1, 2 if s else 1) for s, t in zip(spatial, cfg.temporal_down)]
 
 
 def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:

@@ -27,9 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tokenizer_config(**train) -> HiTVideoConfig:
-    """Tiny hitvideo; LPIPS off (its real weights are not needed), LFQ sampling half the tokens for its entropy."""
+    """Tiny hitvideo with a GAN; LPIPS off (its real weights are not needed), LFQ sampling half the tokens
+    for its entropy."""
     return get_catalog().make_config("tokenizer", "hitvideo", "tiny", {
-        "loss": {"perceptual": 0, "entropy_sample_fraction": 0.5}, "train": {"batch_size": 2, **train}})
+        "loss": {"perceptual": 0, "adversarial": 0.01, "entropy_sample_fraction": 0.5},
+        "train": {"batch_size": 2, **train}})
 
 
 def generator_config(**train):

@@ -85,6 +85,7 @@ class MetricSet:
     def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
         self.metrics: dict[str, BenchMetric] = {}
         self.unavailable: dict[str, str] = {}
+        self.not_applicable: dict[str, str] = {}
         self.higher: dict[str, bool | None] = {}
         self.suffix = suffix
         config = ctx.variant.spec.evaluate.metric_config
@@ -100,6 +101,11 @@ class MetricSet:
 
     def update(self, **inputs: Any) -> None:
         for name, metric in list(self.metrics.items()):
+            missing = [k for k in metric.inputs if inputs.get(k) is None]
+            if missing:  # e.g. token pyramids from a codec: the metric does not apply to this variant
+                self.not_applicable[name] = f"n/a: needs {', '.join(missing)}"
+                del self.metrics[name]
+                continue
             try:
                 metric.update(**{k: inputs[k] for k in metric.inputs})
             except WeightsUnavailable as exc:
@@ -118,6 +124,8 @@ class MetricSet:
                                provenance=prov))
         for name, hint in self.unavailable.items():
             out.append(row(name + self.suffix, math.nan, self.higher[name], step=step, text=f"unavailable: {hint}"))
+        for name, why in self.not_applicable.items():
+            out.append(row(name + self.suffix, math.nan, self.higher[name], step=step, text=why))
         return out
 
 

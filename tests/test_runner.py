@@ -172,3 +172,21 @@ def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hitvideo_bench", "validate", str(bad)], capture_output=True,
                           text=True, env={**env, "HITBENCH_FULL_ERROR": "1"}, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_a_metric_that_needs_token_pyramids_is_not_applicable_to_a_codec(tmp_path):
+    path = tmp_path / "codec-entropy.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        recipe: codec-entropy
+        dataset: {name: fixture-noise, eval_clips: 2}
+        evaluate: {reconstruction: [fixture-mae, bpp-entropy], batch_size: 2}
+        variants:
+          q: {codec: {name: fixture-quantize}}
+        """))
+    result = run(path, tmp_path / "out")
+    df = pd.read_csv(result.out_dir / "metrics.csv")
+    entropy = df[df.metric == "bpp-entropy"]
+    assert len(entropy) == 1 and entropy.value.isna().all()
+    assert entropy.text.iloc[0] == "n/a: needs pyramid"
+    assert df[df.metric == "fixture-mae"].value.notna().all()

@@ -186,3 +186,13 @@ def test_dropping_a_spatial_down_sampling_keeps_the_grids_at_half_the_resolution
     assert HiTVideoTokenizer.grid_shapes(low, frames, h // 2, w // 2) == full
     with pytest.raises(ValueError, match="drop_spatial_down 9 exceeds"):
         HiTVideoConfig.from_preset(preset, {"drop_spatial_down": 9})
+
+
+@pytest.mark.parametrize("coarse_grad", [False, True])
+def test_coarse_layers_train_the_main_encoder_only_when_asked(coarse_grad):
+    tok = micro(coarse_grad_to_encoder=coarse_grad)
+    zs = tok.latents(fixture_video())
+    sum(z.sum() for z in zs[1:]).backward()  # a loss on the coarse layers alone
+    encoder_grad = sum(float(p.grad.abs().sum()) for p in tok.encoder.parameters() if p.grad is not None)
+    assert (encoder_grad > 0) is coarse_grad
+    assert all(p.grad is not None for p in tok.stages.parameters())

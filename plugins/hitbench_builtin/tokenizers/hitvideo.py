@@ -265,11 +265,9 @@ class Sequential(nn.Sequential):
 
 def level_strides(cfg: HiTVideoConfig) -> list[Stride]:
     """(t, h, w) stride of each encoder level (``drop_spatial_down`` applied)."""
-    spatial, dropped = [], 0
-    for s in cfg.spatial_down:
-        keep = s and dropped >= cfg.drop_spatial_down
-        dropped += s and not keep
-        spatial.append(keep)
+    spatial = list(cfg.spatial_down)
+    for level in [i for i, down in enumerate(spatial) if down][:cfg.drop_spatial_down]:
+        spatial[level] = False
     return [(2 if t else 1, 2 if s else 1, 2 if s else 1) for s, t in zip(spatial, cfg.temporal_down)]
 
 

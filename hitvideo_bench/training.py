@@ -76,11 +76,26 @@ class TrainTask(Protocol):
 # ------------------------------------------------------------------------------------------ distributed
 
 
+_local_only = 0  # depth of nested local_training() blocks
+
+
 def world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun`` and inside :func:`local_training`."""
+    if not _local_only and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def local_training() -> Iterator[None]:
+    """Train in this process alone, with no collective calls, even under ``torchrun``: for what one
+    rank trains on its own (e.g. an evaluation probe, which only rank 0 needs) while the others wait."""
+    global _local_only
+    _local_only += 1
+    try:
+        yield
+    finally:
+        _local_only -= 1
 
 
 def is_main_process() -> bool:

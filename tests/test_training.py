@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hitvideo_bench import training
 from hitvideo_bench.training import StepBatches, TrainConfig, lr_factor, train
 
 
@@ -136,3 +137,15 @@ def test_training_works_inside_a_no_grad_block(tmp_path):
         summary = train(task, FixtureClips(), TrainConfig(steps=2, batch_size=4), workdir=tmp_path, device="cpu",
                         seed=0, progress=False)
     assert summary["steps"] == 2
+
+
+def test_local_training_hides_the_process_group(monkeypatch):
+    """Under torchrun a rank that trains alone (the evaluation probe on rank 0) must make no collective call."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert training.world() == (1, 2)
+    with training.local_training():
+        assert training.world() == (0, 1)
+        assert len(StepBatches(8, 4, seed=0, start=0, steps=1).batch(0)) == 4  # the whole batch, not a share
+    assert training.world() == (1, 2)

@@ -49,7 +49,7 @@ from torch import nn
 from hitvideo_bench import cache
 from hitvideo_bench.components import BenchMetric, ComponentConfig
 from hitvideo_bench.errors import BadInput, ShapeError
-from hitvideo_bench.training import TrainConfig, train
+from hitvideo_bench.training import TrainConfig, local_training, train
 
 from ..datasets.synthetic import ATTRIBUTES, SyntheticShapes, SyntheticShapesConfig, parse_caption
 from .frechet import FrechetFeatureMetric
@@ -312,8 +312,9 @@ def train_probe(config: ProbeConfig, data_config: SyntheticShapesConfig, device:
             cpu_threads(config.cpu_threads, device):
         torch.manual_seed(config.seed)
         net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim).to(device)
-        result = train(_ProbeTask(net), data, config.train, workdir=workdir, device=device, seed=config.seed,
-                       progress=sys.stderr.isatty())
+        with local_training():  # under torchrun only rank 0 evaluates: it trains the probe alone
+            result = train(_ProbeTask(net), data, config.train, workdir=workdir, device=device, seed=config.seed,
+                           progress=sys.stderr.isatty())
         summary = {"steps": result["steps"], "final": result["final"],
                    "train_accuracy": _accuracy(net, _ProbeData(data.motion[:512], data.appearance[:512],
                                                                data.targets[:512]), config.batch_clips, device),
@@ -364,9 +365,10 @@ def obtain_probe(config: ProbeConfig, clip_shape: tuple[int, int, int], device: 
     key = str(folder)
     if key not in _LOADED:
         weights_path = folder / "model.safetensors"
-        net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
         if cache.is_complete(folder) and weights_path.is_file():
-            net.load_state_dict(load_file(str(weights_path)))
+            with torch.device("meta"):  # the cached weights replace the initial ones (and no RNG is drawn)
+                net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
+            net.load_state_dict(load_file(str(weights_path)), assign=True)
             summary = cache.read_summary(folder)
         else:
             folder.mkdir(parents=True, exist_ok=True)

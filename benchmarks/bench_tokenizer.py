@@ -85,13 +85,15 @@ def paper_forward_child(device: str) -> None:
     torch.manual_seed(0)
     tok = HiTVideoTokenizer(HiTVideoTokenizer.Config.from_preset("paper")).to(dev).eval()
     video = torch.rand(1, 3, 64, 256, 256, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.no_grad():
+        sync()
         start = time.perf_counter()
         pyramid = tok.encode(video)
+        sync()
         mid = time.perf_counter()
         out = tok.decode(pyramid)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
         end = time.perf_counter()
     peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)

@@ -19,6 +19,7 @@ import platform
 import resource
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -27,13 +28,6 @@ from hitbench_builtin.generators.ar_llama import ARLlamaConfig, ARLlamaGenerator
 PAPER_GRIDS = "8x16x16,4x8x8,2x8x8,1x4x4"  # SPEC Table 4, densest first: 2048 + 256 + 128 + 16 = 2448 tokens
 PAPER_CODEBOOKS = "262144,65536,16384,4096"
 TINY_CODEBOOKS = "4096,1024,256,64"  # the tiny hitvideo tokenizer
-
-
-class _Sizes:
-    """Stands in for a tokenizer: the generator only needs the codebook sizes."""
-
-    def __init__(self, sizes: list[int]):
-        self.codebook_sizes = sizes
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -78,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--grids and --codebooks need one TxHxW grid and one size per layer")
     torch.manual_seed(0)
     config = ARLlamaConfig.from_preset(args.preset, {"grid_shapes": grids})
-    gen = ARLlamaGenerator(config, _Sizes(sizes)).to(device).eval()
+    gen = ARLlamaGenerator(config, SimpleNamespace(codebook_sizes=list(sizes))).to(device).eval()
     n_tokens = sum(math.prod(g) for g in grids)
     prompts = [f"a big red circle moves left on a blue background {i}" for i in range(args.batch)]
     params = sum(p.numel() for p in gen.parameters())

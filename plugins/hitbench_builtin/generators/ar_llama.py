@@ -20,6 +20,7 @@ import inspect
 import math
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -77,7 +78,7 @@ class ARLlamaConfig(ComponentConfig):
         "small": {"hidden_size": 256, "num_layers": 4, "num_heads": 8, "text_len": 48,
                   "train": {"steps": 1500, "batch_size": 16, "lr": 6e-4}},
         "paper": {"hidden_size": 3200, "num_layers": 24, "num_heads": 32, "text_len": 120,
-                  "text_encoder": "flan-t5-xl", "intermediate_size": 8704,
+                  "text_encoder": "flan-t5-xl",
                   "train": {"steps": 100000, "batch_size": 256, "lr": 1e-4, "weight_decay": 0.05,
                             "warmup_steps": 2000, "precision": "bf16", "grad_checkpointing": True}},
     }
@@ -116,15 +117,18 @@ class ARLlamaConfig(ComponentConfig):
 IGNORE = -1
 
 
-class _CodebookSizes:
-    """Stands in for a tokenizer where only codebook sizes matter (parameter counts)."""
+def _cache_keyword() -> str:
+    """The decoder layers' KV-cache keyword: ``cache`` in recent transformers, ``past_key_values`` before.
+    Anything else would vanish into the layer's ``**kwargs`` and sampling would silently drop the cache."""
+    names = inspect.signature(LlamaDecoderLayer.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in names:
+            return name
+    raise ImportError("this transformers' LlamaDecoderLayer.forward takes neither `cache` nor `past_key_values`; "
+                      "install the transformers version pinned in pyproject.toml")
 
-    def __init__(self, sizes: list[int]):
-        self.codebook_sizes = list(sizes)
 
-
-# the decoder layers' cache keyword: ``cache`` in recent transformers, ``past_key_values`` before
-_CACHE_KW = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
+_CACHE_KW = _cache_keyword()
 
 
 class ARLlamaGenerator(Generator):
@@ -195,7 +199,7 @@ class ARLlamaGenerator(Generator):
             raise BadInput("ar-llama: parameter_count needs codebook sizes (argument or config.codebook_sizes)")
         cfg = config.model_copy(update={"codebook_sizes": None})
         with torch.device("meta"):
-            model = cls(cfg, _CodebookSizes(sizes), load_text=False)
+            model = cls(cfg, SimpleNamespace(codebook_sizes=list(sizes)), load_text=False)
         count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
         out = {"backbone": count(model.layers) + count(model.norm),
                "embeddings": count(model.token_embeds) + count(model.layer_embed),
@@ -437,9 +441,6 @@ class ARLlamaGenerator(Generator):
                top_k: int | None = None, top_p: float | None = None, use_cache: bool = True) -> TokenPyramid:
         """One pyramid per prompt (on CPU). ``temperature=0`` is greedy. ``cfg_scale != 1`` runs the
         unconditional stream in the same batch and mixes ``uncond + cfg_scale * (cond - uncond)``."""
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-            raise BadInput(f"ar-llama: sampling needs temperature >= 0, top_k >= 1, 0 < top_p <= 1; got "
-                           f"temperature={temperature}, top_k={top_k}, top_p={top_p}")
         device = self.bos.device
         feats, mask = self.encode_text(list(prompts), device)
         tokens = self.generate(feats, mask, cfg_scale=cfg_scale, guide=cfg_scale != 1.0, seed=seed,
@@ -454,6 +455,9 @@ class ARLlamaGenerator(Generator):
 
         ``logits_out``, if given, receives each step's (guided) logits ``(B, codebook)`` (for tests).
         """
+        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+            raise BadInput(f"ar-llama: sampling needs temperature >= 0, top_k >= 1, 0 < top_p <= 1; got "
+                           f"temperature={temperature}, top_k={top_k}, top_p={top_p}")
         was = self.training
         self.eval()
         device = self.bos.device

@@ -103,28 +103,26 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     for variant in resolved.variants:
         for seed in resolved.recipe.seeds:
             run_dir = out_dir / "runs" / variant.name / f"seed-{seed}"
-            done = run_dir / "metrics.csv"
+            finished = (run_dir / "metrics.csv").exists()  # every rank sees the same: checked after a barrier
             if not main:
-                if not done.exists():
+                if not finished:
                     execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
-                barrier()
-                continue
-            if done.exists():
+            elif finished:
                 frames.append(load_results(run_dir))
                 reused.append(f"{variant.name}/seed-{seed}")
-                continue
-            if run_dir.exists():  # an interrupted run: restart it cleanly
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
-                                    config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
-            df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
-            write_json(run_dir / "summary.json", summary)
-            write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
-            frames.append(df)
-            hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
-                                       run_dir=run_dir)
-            barrier()
+            else:
+                if run_dir.exists():  # an interrupted run: restart it cleanly
+                    shutil.rmtree(run_dir)
+                run_dir.mkdir(parents=True)
+                hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
+                                        config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
+                df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
+                write_json(run_dir / "summary.json", summary)
+                write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
+                frames.append(df)
+                hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
+                                           run_dir=run_dir)
+            barrier()  # once per run on every rank, reused or not
         for seed in resolved.recipe.seeds:
             summary_path = out_dir / "runs" / variant.name / f"seed-{seed}" / "summary.json"
             if summary_path.exists():
@@ -160,11 +158,12 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
             with torch.device("meta"):
                 rows += compression_rows(ctx.create("tokenizer"), clip_shape)
         needs_model = bool(ev.reconstruction or ev.layers or ev.curve or spec.generator)
-        if needs_model and spec.codec is not None and not train_only:
-            rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
+        if needs_model and spec.codec is not None:
+            if not train_only:  # codecs train nothing: the other ranks have nothing to help with
+                rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
         elif needs_model:
             train_ds = ctx.train_dataset()
-            tokenizer, folder = obtain_tokenizer(ctx, train_ds, curve_eval(ctx, eval_ds))
+            tokenizer, folder = obtain_tokenizer(ctx, train_ds, None if train_only else curve_eval(ctx, eval_ds))
             rows += curve_rows(ctx)
             if (ev.reconstruction or ev.layers) and not train_only:
                 rows += reconstruction_rows(ctx, tokenizer, eval_ds)

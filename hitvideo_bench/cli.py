@@ -67,16 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from .recipe import load_recipe
     from .runner import RunOptions, run_recipe
+    from .training import is_main_process
 
     resolved = load_recipe(args.recipe, args.sets)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch_torchrun(args.nproc)
+        return launch_torchrun(args.nproc, args.argv)
     if args.nproc < 1:
         raise BadInput(f"--nproc {args.nproc}: needs 1 or more processes")
     progress = not args.quiet and sys.stderr.isatty()
     result = run_recipe(resolved, RunOptions(out=args.out, resume=args.resume, device=args.device,
                                              progress=progress, use_cache=args.use_cache))
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return 0
     print((result.out_dir / "table.md").read_text(encoding="utf-8"))
     if result.reused:
@@ -85,19 +86,12 @@ def cmd_run(args) -> int:
     return 0
 
 
-def launch_torchrun(nproc: int) -> int:
-    """Re-run this very command under ``torchrun --standalone --nproc_per_node N`` (one node).
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run the command ``argv`` under ``torchrun --standalone --nproc_per_node N`` (one node); the
+    processes it starts see ``WORLD_SIZE`` and run the recipe instead of launching again.
 
     For several nodes, call torchrun yourself: ``torchrun --nnodes ... -m hitvideo_bench run ...``.
     """
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):
-        if arg == "--nproc":
-            del argv[i:i + 2]
-            break
-        if arg.startswith("--nproc="):
-            del argv[i]
-            break
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "hitvideo_bench", *argv]
     print("hitbench: launching " + " ".join(cmd[1:]), file=sys.stderr)
@@ -199,7 +193,9 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "table": cmd
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hitbench`` console script."""
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv
         from .manager import get_plugins
 
         get_plugins(args.plugins)

@@ -79,11 +79,11 @@ def _gib(nbytes: int) -> str:
 class MemoryEstimate:
     """Training memory of one GPU: batch-independent state plus the activations of one step."""
 
-    batch: int  # per-GPU micro-batch
+    batch: int  # per-GPU micro-batch (rank 0's share)
+    global_batch: int  # train.batch_size, split over world_size processes
     world_size: int
     precision: str
     grad_checkpointing: bool
-    params: int  # every parameter on the GPU in training, trained or frozen
     trainable_params: int
     state_bytes: int
     activation_bytes: int
@@ -95,7 +95,7 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         """``training memory per GPU at batch 8 (bf16, grad checkpointing): ~X GiB (state Y + activations Z)``."""
-        split = f" of {self.batch * self.world_size} over {self.world_size} GPUs" if self.world_size > 1 else ""
+        split = f" of {self.global_batch} over {self.world_size} GPUs" if self.world_size > 1 else ""
         mode = self.precision + (", grad checkpointing" if self.grad_checkpointing else "")
         return (f"training memory per GPU at batch {self.batch}{split} ({mode}): ~{_gib(self.total_bytes)} GiB "
                 f"(state {_gib(self.state_bytes)} + activations {_gib(self.activation_bytes)})")
@@ -209,6 +209,8 @@ class _FakeDevice:
         except (DataDependentOutputException, DynamicOutputShapeException) as exc:
             raise NotEstimated(f"the training step has a size that depends on data on the device "
                                f"({exc.func})") from None
+        except Exception as exc:  # an op fake tensors cannot run: validate reports it and goes on
+            raise NotEstimated(f"the training step cannot be traced ({type(exc).__name__}: {exc})") from None
         return saved.nbytes
 
 
@@ -235,12 +237,12 @@ def state_bytes(trained: Sequence[nn.Module], frozen: Sequence[nn.Module] = (), 
 
 def _estimate(device: _FakeDevice, step: Callable[[], torch.Tensor], train: TrainConfig, batch: int,
               world_size: int, trained: Sequence[nn.Module], frozen: Sequence[nn.Module],
-              extra_params: int = 0, extra_bytes: int = 0, notes: Sequence[str] = ()) -> MemoryEstimate:
+              extra_bytes: int = 0, notes: Sequence[str] = ()) -> MemoryEstimate:
     activations = device.saved_bytes(step, train.precision, exclude=(*trained, *frozen))
     trainable = sum(p.numel() for p in _params(trained))
     return MemoryEstimate(
-        batch=batch, world_size=world_size, precision=train.precision, grad_checkpointing=train.grad_checkpointing,
-        params=trainable + sum(p.numel() for p in _params(frozen)) + extra_params, trainable_params=trainable,
+        batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
+        grad_checkpointing=train.grad_checkpointing, trainable_params=trainable,
         state_bytes=state_bytes(trained, frozen, ema=train.ema is not None) + extra_bytes,
         activation_bytes=activations, notes=tuple(notes))
 
@@ -335,11 +337,11 @@ def generator_training_memory(cls: type, config: Any, codebook_sizes: Sequence[i
     try:
         encoder = shared_text_encoder(config.text_encoder)
     except WeightsUnavailable as exc:
-        text_params = text_bytes = 0
+        text_bytes = 0
         notes = [f"frozen text encoder {config.text_encoder} not counted: {exc.what} is not on this machine"]
     else:
         text_params = encoder.parameter_count()
         text_bytes = text_params * encoder.dtype(fake.device).itemsize
         notes = [f"frozen text encoder {config.text_encoder} ({format_count(text_params)} parameters) counted"]
     return _estimate(fake, step, train, batch, world_size, trained=[generator], frozen=[],
-                     extra_params=text_params, extra_bytes=text_bytes, notes=notes)
+                     extra_bytes=text_bytes, notes=notes)

@@ -148,6 +148,9 @@ def test_world_size_splits_the_global_batch():
     assert split.activation_bytes == whole.activation_bytes
     assert "batch 8 of 32 over 4 GPUs" in split.describe()
     assert memory.per_gpu_batch(10, 4) == 3  # rank 0 takes the larger share
+    uneven = memory.generator_training_memory(ARLlamaGenerator, generator_config(batch_size=10), sizes, grids,
+                                              world_size=4)
+    assert "batch 3 of 10 over 4 GPUs" in uneven.describe()  # the configured global batch, not 3 x 4
     with pytest.raises(memory.NotEstimated, match="train.batch_size 4 cannot be split over 8 processes"):
         memory.per_gpu_batch(4, 8)
     with pytest.raises(BadInput, match="at least 1"):

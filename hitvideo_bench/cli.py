@@ -88,10 +88,15 @@ def cmd_run(args) -> int:
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
     """Re-run the command ``argv`` under ``torchrun --standalone --nproc_per_node N`` (one node); the
-    processes it starts see ``WORLD_SIZE`` and run the recipe instead of launching again.
+    processes it starts see ``WORLD_SIZE`` and run the recipe.
 
     For several nodes, call torchrun yourself: ``torchrun --nnodes ... -m hitvideo_bench run ...``.
     """
+    argv = list(argv)  # without --nproc, which torchrun's own parser would take for an ambiguous option
+    for i, arg in enumerate(argv):
+        if arg == "--nproc" or arg.startswith("--nproc="):
+            del argv[i:i + (2 if arg == "--nproc" else 1)]
+            break
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "hitvideo_bench", *argv]
     print("hitbench: launching " + " ".join(cmd[1:]), file=sys.stderr)

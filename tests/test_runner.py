@@ -190,3 +190,21 @@ def test_a_metric_that_needs_token_pyramids_is_not_applicable_to_a_codec(tmp_pat
     assert len(entropy) == 1 and entropy.value.isna().all()
     assert entropy.text.iloc[0] == "n/a: needs pyramid"
     assert df[df.metric == "fixture-mae"].value.notna().all()
+
+
+def test_markdown_letters_each_unavailable_hint_and_keeps_it_in_the_notes(tmp_path):
+    from hitvideo_bench.recipe.schema import TableSpec
+    from hitvideo_bench.report import write_tables
+
+    def cell(variant, metric, value, text=""):
+        return {"recipe": "r", "variant": variant, "seed": 0, "metric": metric, "value": value,
+                "higher_is_better": True, "step": None, "text": text, "provenance": "", "source": "measured"}
+
+    df = pd.DataFrame([cell("a", "psnr", 20.0), cell("a", "lpips", float("nan"), "unavailable: get LPIPS"),
+                       cell("b", "psnr", 21.0), cell("b", "lpips", float("nan"), "unavailable: get LPIPS"),
+                       cell("b", "fvd", float("nan"), "unavailable: get I3D")], columns=COLUMNS)
+    md_file, csv_file, _ = write_tables(df, TableSpec(), ["a", "b"], tmp_path, "t")
+    md = md_file.read_text()
+    assert md.count("unavailable (a)") == 1 + 1 and md.count("unavailable (b)") == 2 + 1  # cells + note
+    assert "- unavailable (a): get I3D" in md and "- unavailable (b): get LPIPS" in md
+    assert "unavailable: get LPIPS" in csv_file.read_text()  # csv keeps the full text in the cell

@@ -44,10 +44,14 @@ class FramewiseMetric(BenchMetric):
         """Scores ``(N,)`` of ``N`` frame pairs ``(N, 3, H, W)``."""
         raise NotImplementedError
 
+    def video_scores(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scores of every frame of clips ``(B, 3, T, H, W)``; by default :meth:`frame_scores` on their frames."""
+        return self.frame_scores(frames_of(pred), frames_of(target))
+
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if pred.shape != target.shape:
             raise ValueError(f"{type(self).__name__}: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-        scores = self.frame_scores(frames_of(pred), frames_of(target))
+        scores = self.video_scores(pred, target)
         self.score_sum += scores.double().sum()
         self.frames += scores.numel()
         self.frame_size = tuple(pred.shape[-2:])
@@ -72,19 +76,10 @@ class PSNR(FramewiseMetric):
         super().__init__(config, **kwargs)
         self.add_state("mse_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        if pred.shape != target.shape:
-            raise ValueError(f"PSNR: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    def video_scores(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # per-frame MSE straight from (B, 3, T, H, W): no frame reshuffling copy
         mse = (pred.double() - target.double()).pow_(2).mean(dim=(1, 3, 4)).flatten()
         self.mse_sum += mse.sum()
-        scores = 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
-        self.score_sum += scores.sum()
-        self.frames += scores.numel()
-        self.frame_size = tuple(pred.shape[-2:])
-
-    def frame_scores(self, pred, target):
-        mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
         return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
     def compute(self):

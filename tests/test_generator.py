@@ -13,6 +13,7 @@ from hitbench_builtin.generators.ar_llama import ARLlamaConfig, ARLlamaGenerator
 from hitbench_builtin.generators.rope3d import Rotary3D, sequence_positions, video_layout
 from hitbench_builtin.generators.text import TextEncoder
 from hitvideo_bench.errors import BadInput, WeightsUnavailable
+from hitvideo_bench.memory import SavedTensorBytes
 from hitvideo_bench.tokens import TokenPyramid
 
 FIXTURE_SIZES = [64, 32, 16]
@@ -339,3 +340,26 @@ def test_masked_tokens_are_not_supervised():
     assert a == b  # the dropped (last) frame's tokens change nothing that is counted
     full = gen.nll_bits_per_token(pyramid, PROMPTS[:2])
     assert a[0] != full[0] and a[2] == full[2]
+
+
+def test_grad_checkpointing_recomputes_without_changing_loss_or_gradients():
+    gen = fixture_generator().train()
+    tokens = gen.flatten(fixture_pyramid(2, seed=1))
+    feats, mask = gen.encode_text(PROMPTS[:2], "cpu")
+
+    def loss_and_grads():
+        gen.zero_grad()
+        saved = SavedTensorBytes("cpu", exclude=[gen])
+        with saved:
+            text_h, text_mask = gen.text_prefix(feats, mask)
+            loss = gen.weighted_loss(gen.layer_losses(tokens, text_h, text_mask))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in gen.parameters() if p.grad is not None], saved.nbytes
+
+    plain_loss, plain_grads, plain_saved = loss_and_grads()
+    gen.set_grad_checkpointing(True)
+    ckpt_loss, ckpt_grads, ckpt_saved = loss_and_grads()
+    assert ckpt_saved < plain_saved  # the layers' insides are recomputed in backward, not kept
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    for a, b in zip(ckpt_grads, plain_grads):
+        torch.testing.assert_close(a, b)

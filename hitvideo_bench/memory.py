@@ -278,7 +278,7 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
     fake = _FakeDevice(device)
     with fake.build():
         tokenizer = cls(config)
-        video = torch.rand(batch, 3, *clip_shape)
+        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))  # crop steps keep the pixels
         disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
         perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None
 

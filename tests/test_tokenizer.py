@@ -126,9 +126,9 @@ def test_quantiser_is_the_library_lfq_and_codes_round_trip():
 
 
 def test_training_step_uses_progressive_schedule_and_all_losses():
-    tok = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    tok = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5}, progressive=[0, 0.25, 0.5, 0.75])
     task = TokenizerTask(tok, "cpu")
-    assert [task.active_layers(s) for s in (0, 1)] == [1, 3]  # layers join at 0, 10, 20, 30% of 4 steps
+    assert [task.active_layers(s) for s in (0, 1, 2)] == [1, 2, 3]  # layers join at steps 0, 1, 2, 3 of 4
     assert task.adversarial_from == 2
     assert task.perceptual_status.startswith("off")  # no LPIPS weights on a test machine
     single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")
@@ -138,13 +138,13 @@ def test_training_step_uses_progressive_schedule_and_all_losses():
 def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     from hitbench_builtin.datasets.synthetic import SyntheticShapes
 
-    data = SyntheticShapes(SyntheticShapes.Config.from_preset("tiny", {"height": 32, "width": 32,
-                                                                       "train_clips": 8}), "train")
-    a = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    data = SyntheticShapes(SyntheticShapes.Config.from_preset("tiny", {"train_clips": 8}), "train")  # 64 px
+    setup = {"loss": {"adversarial": 0.1, "adversarial_start": 0.5}, "crop_until": 0.5}  # 2 crop steps, 2 whole
+    a = micro(**setup)
     summary = a.fit(data, workdir=tmp_path / "a", device="cpu", seed=0, progress=False)
     assert summary["steps"] == 4 and "d_hinge" in summary["losses"][-1]
 
-    b = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5}, train={**MICRO["train"], "steps": 4})
+    b = micro(**setup, train={**MICRO["train"], "steps": 4})
     original = TokenizerTask.training_step
 
     def crash(self, batch, step, trainer):
@@ -158,7 +158,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
             b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
     finally:
         TokenizerTask.training_step = original
-    b = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5})
+    b = micro(**setup)
     b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -169,6 +169,33 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     video = fixture_video()
     assert torch.equal(a.eval().encode(video).layers[0], loaded.encode(video).layers[0])
     assert torch.equal(load_tokenizer(tmp_path / "saved").decode(loaded.encode(video)), a.decode(a.encode(video)))
+
+
+def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
+    task = TokenizerTask(micro(crop_until=0.5), "cpu")  # tiny: 32-pixel crops; 4 steps
+    pixel = torch.arange(64.0 * 64).view(1, 1, 1, 64, 64)  # value = y * 64 + x, plus 10^4 per clip
+    video = (pixel + 1e4 * torch.arange(4.0).view(4, 1, 1, 1, 1)).expand(4, 3, 16, 64, 64)
+    torch.manual_seed(0)
+    crops = task.training_clips(video, step=1)
+    assert crops.shape == (4, 3, 16, 32, 32)
+    for b, crop in enumerate(crops):  # each crop is a window of its own clip
+        y0, x0 = divmod(int(crop[0, 0, 0, 0]) - b * 10_000, 64)
+        assert torch.equal(crop, video[b, :, :, y0:y0 + 32, x0:x0 + 32])
+    torch.manual_seed(0)
+    assert torch.equal(task.training_clips(video, step=1), crops)  # offsets come from the (checkpointed) global RNG
+    whole = task.training_clips(video, step=2)
+    assert torch.equal(whole, video[:1])  # 4 clips x 32^2 pixels = 1 clip x 64^2
+
+    single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")  # 4-frame crops on latent-frame boundaries
+    clip = torch.arange(16.0).view(1, 1, 16, 1, 1).expand(8, 3, 16, 64, 64)
+    starts = {int(c[0, 0, 0, 0]) for c in single.training_clips(clip, step=0)}
+    assert starts <= {0, 4, 8, 12} and single.training_clips(clip, step=0).shape == (8, 3, 4, 64, 64)
+
+
+def test_a_crop_the_tokenizer_cannot_take_names_the_field():
+    task = TokenizerTask(micro(SingleLayerTokenizer, crop_size=32), "cpu")  # 32 px -> 36 after interpolating
+    with pytest.raises(ShapeError, match="crop_size 32 on 16x64x64 clips: height 32 does not suit"):
+        task.training_clips(torch.rand(2, 3, 16, 64, 64), step=0)
 
 
 def test_a_nested_override_keeps_the_other_defaults():

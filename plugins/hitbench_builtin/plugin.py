@@ -40,7 +40,7 @@ BUILTINS = [
 
 #: a component's version enters the identity of what the cache keeps of it: bump it when a change makes
 #: cached results stale (2: the hierarchical tokenizers' layer up-sampling and coarse-gradient change)
-VERSIONS = {("tokenizer", "hitvideo"): "2", ("tokenizer", "single-layer"): "2"}
+VERSIONS = {("tokenizer", "hitvideo"): "3", ("tokenizer", "single-layer"): "3"}
 
 
 @hookimpl

@@ -24,6 +24,13 @@ detail). Decoding from the ``k`` coarsest layers simply leaves the finer contrib
 training exercises (progressive schedule, then random top-``k`` drops), so quality per ``k`` can be
 measured.
 
+Training crops (``crop_size``, ``crop_frames``): the frames of a clip are nearly alike, so a step over a
+few whole clips sees little variety. ``tiny`` trains most steps on 16 random 32-pixel crops (single-layer:
+4-frame crops) for the cost of 4 whole clips, then ends on whole clips (``crop_until``) so that the
+causal context matches evaluation. Measured in a plain loop at 720 steps: hitvideo 21.6 dB with crops
+against 20.3 dB with 4 whole clips per step; single-layer 22.8 dB with 4-frame crops throughout, 23.6
+dB ending on whole clips.
+
 ``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
 272 at paper scale) so that its token count is close to the multi-layer total, and its output resized
 back.
@@ -53,7 +60,7 @@ Stride = tuple[int, int, int]
 class LossConfig(BaseModel):
     """Loss weights of tokenizer training.
 
-    The defaults are the ``tiny`` preset's: 240 steps are far too few for a GAN, and MAGVIT-v2's LFQ
+    The defaults are the ``tiny`` preset's: 720 short steps are far too few for a GAN, and MAGVIT-v2's LFQ
     weights (entropy 0.05-0.1, commitment 0.25) there swamp the reconstruction loss and stall the
     multi-layer tokenizer (measured: 16.2 dB with the GAN, 12.8 dB with both, against 18.5 dB with
     neither). ``small`` and ``paper`` use the MAGVIT-v2 weights (:data:`MAGVIT2_LOSS`).
@@ -96,30 +103,41 @@ class HiTVideoConfig(ComponentConfig):
         False, description="let the coarse layers' straight-through gradients reach the main encoder (off: only "
                            "the dense layer trains it; the compression stages learn to summarise its latent)")
     progressive: list[float] | None = Field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3],
+        default_factory=lambda: [0.0, 0.05, 0.1, 0.15],
         description="share of the steps after which the k coarsest layers train (k = 1..L); null = all at once")
     layer_drop: float = Field(0.25, ge=0, le=1, description="once all layers train: chance of a step that "
                                                               "decodes from a random number of coarse layers")
+    crop_frames: int | None = Field(None, ge=1, description="train on random crops of this many frames (aligned to "
+                                                          "the latent frames); null = whole clips")
+    crop_size: int | None = Field(32, ge=1, description="train on random crops of this height and width in pixels; "
+                                                       "null = whole frames")
+    crop_until: float = Field(0.85, ge=0, le=1, description="share of the steps trained on crops; the rest train on "
+                                                           "whole clips, as many per batch as keep the pixels per step")
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=240, batch_size=4, lr=2e-3, warmup_steps=20, checkpoint_every=80, log_every=20))
+        steps=720, batch_size=16, lr=2e-3, warmup_steps=20, checkpoint_every=240, log_every=40))
 
     presets = {
         "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
                   "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
-                  "quant_dims": [16, 14, 12, 10], "loss": MAGVIT2_LOSS,
+                  "quant_dims": [16, 14, 12, 10], "loss": MAGVIT2_LOSS, "crop_size": None,
                   "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "warmup_steps": 1000,
                             "checkpoint_every": 1000, "log_every": 50}},
         "paper": {"channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4, "factorized_conv": False,
                   "patch_size": 1,
                   "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
                   "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
-                  "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
+                  "crop_size": None, "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
                   "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 5000,
                             "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
                             "grad_checkpointing": True, "ema": 0.999}},
     }
+
+    def crop_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(frames, height, width)`` that crop steps train on, for clips of the given shape."""
+        return (min(self.crop_frames or frames, frames), min(self.crop_size or height, height),
+                min(self.crop_size or width, width))
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -145,11 +163,14 @@ class SingleLayerConfig(HiTVideoConfig):
     layer_strides: list[Stride] = Field(default_factory=list, max_length=0)
     interpolate: float = 1.125  # 64 -> 72 px: 4x9x9 = 324 tokens vs hitvideo's 308 at tiny
     progressive: list[float] | None = None
+    crop_frames: int | None = 4  # its interpolation does not take 32-pixel crops; 4 frames cost the same
+    crop_size: int | None = None
 
     presets = {
-        "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125},
+        "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125,
+                  "crop_frames": None},
         "paper": {**HiTVideoConfig.presets["paper"], "quant_dims": [18], "layer_strides": [],
-                  "interpolate": 1.0625},  # 256 -> 272: 8x17x17 = 2312 tokens
+                  "interpolate": 1.0625, "crop_frames": None},  # 256 -> 272: 8x17x17 = 2312 tokens
     }
 
 
@@ -521,6 +542,7 @@ class TokenizerTask:
         self.tok = tokenizer
         cfg = tokenizer.config
         self.steps = cfg.train.steps
+        self.checked_crop: tuple[int, ...] | None = None  # clip shape whose crop suits the tokenizer
         self.lpips, self.perceptual_status = (None, "off: weight 0")
         if cfg.loss.perceptual > 0:
             self.lpips, self.perceptual_status = load_perceptual(device)
@@ -555,8 +577,34 @@ class TokenizerTask:
             return int(torch.randint(1, n, ()))
         return n
 
+    def training_clips(self, video: torch.Tensor, step: int) -> torch.Tensor:
+        """What step ``step`` trains on: random crops of every clip (offsets from the global RNG, which
+        checkpoints keep, so a resumed run crops alike), or after ``crop_until`` whole clips, as many as
+        keep the step's pixel count, so the model ends on the context it is evaluated with."""
+        cfg = self.tok.config
+        full = tuple(video.shape[2:])
+        shape = cfg.crop_shape(*full)
+        if shape == full:
+            return video
+        if step >= cfg.crop_until * self.steps:
+            return video[:max(1, video.shape[0] * math.prod(shape) // math.prod(full))]
+        if self.checked_crop != full:
+            try:
+                self.tok.grid_shapes(cfg, *shape)
+            except ShapeError as exc:
+                raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {full[0]}x{full[1]}x"
+                                 f"{full[2]} clips: {exc}") from None
+            self.checked_crop = full
+        align = math.prod(s[0] for s in level_strides(cfg))  # crops start on a latent frame's first frame
+        crops = []
+        for clip in video:
+            t0 = int(torch.randint((full[0] - shape[0]) // align + 1, ())) * align
+            y0, x0 = (int(torch.randint(n - c + 1, ())) for n, c in zip(full[1:], shape[1:]))
+            crops.append(clip[:, t0:t0 + shape[0], y0:y0 + shape[1], x0:x0 + shape[2]])
+        return torch.stack(crops)
+
     def training_step(self, batch: dict[str, Any], step: int, trainer) -> dict[str, float]:
-        video = batch["video"]
+        video = self.training_clips(batch["video"], step)
         loss_cfg = self.tok.config.loss
         k = self.active_layers(step)
         with trainer.autocast():

@@ -253,6 +253,40 @@ def test_overfits_four_clips_and_greedy_sampling_reproduces_them(tmp_path):
     assert set(bits) == {0, 1, 2} and max(bits.values()) < 0.5
 
 
+def test_cond_drop_swaps_in_the_unconditional_embedding_for_the_dropped_rows_only():
+    gen = fixture_generator()
+    torch.nn.init.normal_(gen.uncond)
+    feats, mask = torch.randn(3, 16, gen.text_proj.in_features), torch.zeros(3, 16, dtype=torch.bool)
+    mask[:, :5] = True
+    kept_h, kept_mask = gen.text_prefix(feats, mask)
+    h, dropped_mask = gen.text_prefix(feats, mask, drop=torch.tensor([False, True, False]))
+    assert torch.equal(h[1], gen.uncond) and dropped_mask[1].all()  # the whole prefix is the learned embedding
+    assert torch.equal(h[[0, 2]], kept_h[[0, 2]]) and torch.equal(dropped_mask[[0, 2]], kept_mask[[0, 2]])
+    assert torch.equal(gen.uncond_prefix(2, "cpu")[0][0], gen.uncond)  # what guidance samples with
+
+
+@pytest.mark.parametrize("dropout", ["resid_dropout", "ffn_dropout", "token_dropout", "attention_dropout"])
+def test_each_dropout_acts_in_training_only(dropout):
+    gen = fixture_generator(**{dropout: 0.5})
+    tokens = gen.flatten(fixture_pyramid(2))
+    feats, mask = torch.randn(2, 16, gen.text_proj.in_features), torch.ones(2, 16, dtype=torch.bool)
+
+    def run(train: bool, seed: int):
+        gen.train(train)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return gen(tokens, *gen.text_prefix(feats, mask))[0]
+
+    assert torch.equal(run(False, 0), run(False, 1))  # evaluation: deterministic
+    assert not torch.allclose(run(True, 0), run(True, 1))  # training: this dropout changes the output
+    assert torch.equal(run(True, 2), run(True, 2))
+    off = fixture_generator()  # every dropout 0: training mode changes nothing
+    off.load_state_dict(gen.state_dict())
+    off.train()
+    with torch.no_grad():
+        assert torch.allclose(off(tokens, *off.text_prefix(feats, mask))[0], run(False, 0), atol=1e-6)
+
+
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     from hitvideo_bench.checkpoint import load_pretrained
 

@@ -265,7 +265,8 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
                               device: str | torch.device = "cuda") -> MemoryEstimate:
     """Training memory per GPU of a HiTVideo (or single-layer) tokenizer as its ``TokenizerTask`` trains it.
 
-    The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, i.e.
+    The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, on the
+    training crops (the whole-clip steps after ``crop_until`` take as many pixels), i.e.
     ``tokenizer(video)`` with its L1, LPIPS and discriminator losses on the reconstruction. The
     discriminator's own step comes after this one's backward and is smaller; it is not traced.
     """
@@ -278,7 +279,7 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
     fake = _FakeDevice(device)
     with fake.build():
         tokenizer = cls(config)
-        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))  # crop steps keep the pixels
+        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))  # whole-clip steps: as many pixels
         disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
         perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None
 

@@ -543,7 +543,6 @@ class TokenizerTask:
         self.tok = tokenizer
         cfg = tokenizer.config
         self.steps = cfg.train.steps
-        self.checked_crop: tuple[int, ...] | None = None  # clip shape whose crop suits the tokenizer
         self.lpips, self.perceptual_status = (None, "off: weight 0")
         if cfg.loss.perceptual > 0:
             self.lpips, self.perceptual_status = load_perceptual(device)
@@ -589,13 +588,11 @@ class TokenizerTask:
             return video
         if step >= cfg.crop_until * self.steps:
             return video[:max(1, video.shape[0] * math.prod(shape) // math.prod(full))]
-        if self.checked_crop != full:
-            try:
-                self.tok.grid_shapes(cfg, *shape)
-            except ShapeError as exc:
-                raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {full[0]}x{full[1]}x"
-                                 f"{full[2]} clips: {exc}") from None
-            self.checked_crop = full
+        try:
+            self.tok.grid_shapes(cfg, *shape)
+        except ShapeError as exc:
+            raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {full[0]}x{full[1]}x"
+                             f"{full[2]} clips: {exc}") from None
         align = math.prod(s[0] for s in level_strides(cfg))  # crops start on a latent frame's first frame
         crops = []
         for clip in video:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -133,6 +134,49 @@ def test_training_step_uses_progressive_schedule_and_all_losses():
     assert task.perceptual_status.startswith("off")  # no LPIPS weights on a test machine
     single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")
     assert all(single.active_layers(s) == 1 for s in range(4))
+
+
+class BackwardOnly:
+    """Fixture: a trainer whose step only back-propagates, so that a test can read the gradients."""
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def step(self, loss, group):
+        loss.backward()
+
+
+@pytest.mark.parametrize("drop_trains_decoder", [False, True])
+def test_layer_drop_steps_train_the_coarse_layers_and_not_the_decoder(drop_trains_decoder):
+    tok = micro(progressive=[0, 0.25, 0.5, 0.75], layer_drop=1.0, layer_drop_trains_decoder=drop_trains_decoder)
+    task = TokenizerTask(tok, "cpu")
+    batch = {"video": fixture_video(size=32)}
+
+    def gradients(step):
+        tok.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        task.training_step(batch, step, BackwardOnly())
+        k = task.active_layers(step)
+        return k, {name: p.grad is not None for name, p in tok.named_parameters()}
+
+    k, grads = gradients(1)  # progressive: two coarsest layers, the decoder learns with them
+    assert k == 2 and all(v for n, v in grads.items() if n.startswith("decoder."))
+    k, grads = gradients(3)  # after the schedule every step drops (layer_drop 1): 1 to 3 coarse layers
+    assert k < 4
+    assert all(v == drop_trains_decoder for n, v in grads.items() if n.startswith("decoder."))
+    assert grads["absent"] and grads[f"post.{3}.weight"] and not grads["post.0.weight"]
+    assert all(p.requires_grad for p in tok.parameters())  # the freeze ends with the step
+
+
+def test_left_out_layers_are_replaced_by_their_learned_stand_in():
+    tok = micro().eval()
+    pyramid = tok.encode(fixture_video())
+    before = [tok.decode(pyramid, layers=k) for k in (1, 4)]
+    with torch.no_grad():
+        tok.absent.add_(1.0)
+    assert not torch.equal(tok.decode(pyramid, layers=1), before[0])
+    assert torch.equal(tok.decode(pyramid, layers=4), before[1])  # nothing left out: no stand-in
+    assert micro(SingleLayerTokenizer).absent is None
 
 
 def test_fit_checkpoint_round_trip_and_resume(tmp_path):

@@ -185,6 +185,11 @@ class Tokenizer(torch.nn.Module, ABC):
         """Raise :class:`ShapeError` for a clip shape this tokenizer cannot take."""
         self.token_grid_shapes(frames, height, width)
 
+    def check_training_shape(self, frames: int, height: int, width: int) -> None:
+        """Raise :class:`ShapeError` when :meth:`fit` cannot train on clips of that shape (by default: when
+        the tokenizer cannot take them; a tokenizer that trains on crops also checks the crops)."""
+        self.check_shape(frames, height, width)
+
     def fit(self, dataset: VideoDataset, *, workdir: Path, device: torch.device, seed: int,
             progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
         """Train on ``dataset``; checkpoints go to ``workdir`` and training resumes from there.

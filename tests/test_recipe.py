@@ -127,6 +127,17 @@ def test_shape_a_component_cannot_take(tmp_path):
         load_recipe(path)
 
 
+def test_training_crop_a_tokenizer_cannot_take(tmp_path):
+    """single-layer resizes 64 px to 72 before encoding: a 32-pixel training crop becomes 36, which its 8x
+    down-sampling cannot take; the recipe is rejected before anything trains."""
+    recipe = ("version: 1\nseeds: [0]\ndataset: {name: synthetic-shapes}\nevaluate: {reconstruction: [psnr]}\n"
+              "variants:\n  s: {tokenizer: {name: single-layer, config: {crop_size: 32}}}\n")
+    with pytest.raises(BadInput, match=r":6: variants.s.tokenizer: .*crop_frames 4 / crop_size 32 on 16x64x64 clips: "
+                                       r"height 32 does not suit"):
+        load_recipe(write(tmp_path, "r.yaml", recipe))
+    load_recipe(write(tmp_path, "ok.yaml", recipe.replace("crop_size: 32", "crop_size: 64")))
+
+
 @pytest.mark.parametrize("item, message", [("seeds", "malformed override"), ("=3", "malformed override"),
                                            ("a..b=1", "malformed override"), ("a=[1,", "not valid YAML")])
 def test_malformed_set(item, message):

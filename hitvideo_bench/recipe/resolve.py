@@ -267,6 +267,12 @@ def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, pr
             with torch.device("meta"):
                 component = catalog.create(fld, ref.name, preset=ref.preset, overrides=ref.config)
             component.check_shape(*rv.clip_shape)
+            if fld == "tokenizer" and component.trainable:
+                train, shape = rv.spec.dataset, rv.clip_shape
+                if rv.spec.eval_dataset is not None:  # it trains on other clips than it is evaluated on
+                    shape = tuple(catalog.create("dataset", train.name, preset=train.preset, overrides=train.config,
+                                                 split=train.train_split).clip_shape)
+                component.check_training_shape(*shape)
             if fld == "tokenizer" and isinstance(rv.spec.evaluate.layers, list):
                 bad = [k for k in rv.spec.evaluate.layers if k > component.num_layers]
                 if bad:

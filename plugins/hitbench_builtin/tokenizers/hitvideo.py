@@ -440,6 +440,15 @@ class HiTVideoTokenizer(Tokenizer):
     def token_grid_shapes(self, frames: int, height: int, width: int) -> list[tuple[int, int, int]]:
         return self.grid_shapes(self.config, frames, height, width)
 
+    def check_training_shape(self, frames: int, height: int, width: int) -> None:
+        super().check_training_shape(frames, height, width)
+        cfg = self.config
+        try:
+            self.grid_shapes(cfg, *cfg.crop_shape(frames, height, width))
+        except ShapeError as exc:
+            raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {frames}x{height}x{width} "
+                             f"clips: {exc}") from None
+
     @classmethod
     def parameter_count(cls, config: HiTVideoConfig) -> int:
         """Parameters of a tokenizer built from ``config`` (on the meta device: no memory)."""
@@ -630,11 +639,7 @@ class TokenizerTask:
             return video
         if step >= cfg.crop_until * self.steps:
             return video[:max(1, video.shape[0] * math.prod(shape) // math.prod(full))]
-        try:
-            self.tok.grid_shapes(cfg, *shape)
-        except ShapeError as exc:
-            raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {full[0]}x{full[1]}x"
-                             f"{full[2]} clips: {exc}") from None
+        self.tok.check_training_shape(*full)
         align = math.prod(s[0] for s in level_strides(cfg))  # crops start on a latent frame's first frame
         crops = []
         for clip in video:

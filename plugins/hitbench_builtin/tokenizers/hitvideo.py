@@ -122,8 +122,8 @@ class HiTVideoConfig(ComponentConfig):
     layer_drop: float = Field(0.25, ge=0, le=1, description="once all layers train: chance of a step that "
                                                               "decodes from a random number of coarse layers")
     layer_drop_trains_decoder: bool = Field(
-        False, description="layer-drop steps train the decoder too; off: they train only the coarse layers, to "
-                           "speak to the decoder that the full decodes train")
+        False, description="layer-drop steps train the decoder too; off: they train only the coarse layers, "
+                           "towards the decoder that the full decodes train")
     crop_frames: int | None = Field(None, ge=1, description="train on random crops of this many frames (aligned to "
                                                           "the latent frames); null = whole clips")
     crop_size: int | None = Field(32, ge=1, description="train on random crops of this height and width in pixels; "
@@ -609,24 +609,28 @@ class TokenizerTask:
             groups["disc"] = list(self.disc.parameters())
         return groups
 
+    def scheduled_layers(self, step: int) -> int:
+        """How many coarse layers the progressive schedule trains at this step (all of them when it is off)."""
+        cfg = self.tok.config
+        if cfg.progressive is None:
+            return len(cfg.quant_dims)
+        return max(1, sum(1 for share in cfg.progressive if step >= share * self.steps))
+
     def active_layers(self, step: int) -> int:
         """How many coarse layers this step trains and decodes from (progressive schedule, layer drop)."""
         cfg = self.tok.config
         n = len(cfg.quant_dims)
-        if cfg.progressive is not None:
-            k = sum(1 for share in cfg.progressive if step >= share * self.steps)
-            if k < n:
-                return max(k, 1)
+        k = self.scheduled_layers(step)
+        if k < n:
+            return k
         if n > 1 and cfg.layer_drop and float(torch.rand(())) < cfg.layer_drop:
             return int(torch.randint(1, n, ()))
         return n
 
     def decoder_frozen(self, step: int, layers: int) -> bool:
         """Whether step ``step``, decoding from ``layers`` layers, leaves the decoder as it is: a layer-drop step
-        unless ``layer_drop_trains_decoder`` (progressive steps before the densest layer joins train it)."""
-        cfg = self.tok.config
-        progressive = cfg.progressive is not None and step < cfg.progressive[-1] * self.steps
-        return layers < len(cfg.quant_dims) and not progressive and not cfg.layer_drop_trains_decoder
+        (fewer layers than the schedule trains) unless ``layer_drop_trains_decoder``."""
+        return layers < self.scheduled_layers(step) and not self.tok.config.layer_drop_trains_decoder
 
     def training_clips(self, video: torch.Tensor, step: int) -> torch.Tensor:
         """What step ``step`` trains on: random crops of every clip (offsets from the global RNG, which

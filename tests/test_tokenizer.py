@@ -100,6 +100,9 @@ def test_single_layer_resizes_in_and_out():
 
 def test_tokens_are_causal_in_time():
     tok = micro().eval()
+    with torch.no_grad():  # residual branches start at zero: give every conv weights so all paths are tested
+        for p in tok.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     video = fixture_video(frames=32)
     later = video.clone()
     later[:, :, 16:] = torch.rand_like(later[:, :, 16:])  # change the second half only
@@ -134,6 +137,24 @@ def test_training_step_uses_progressive_schedule_and_all_losses():
     assert task.perceptual_status.startswith("off")  # no LPIPS weights on a test machine
     single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")
     assert all(single.active_layers(s) == 1 for s in range(4))
+
+
+def test_residual_blocks_start_as_their_skip_path():
+    from hitbench_builtin.tokenizers.hitvideo import ResBlock
+
+    x = torch.randn(2, 8, 4, 6, 6)
+    for factorized in (True, False):
+        assert torch.equal(ResBlock(8, 8, factorized)(x), x)
+        wider = ResBlock(8, 16, factorized)
+        assert torch.equal(wider(x), wider.skip(x))
+
+
+def test_training_loss_mixes_l1_and_squared_error_by_their_weights():
+    tok = micro(loss={"l1": 0.5, "l2": 3.0}, layer_drop=0.0)
+    logs = TokenizerTask(tok, "cpu").training_step({"video": fixture_video(size=32)}, 0, BackwardOnly())
+    assert logs["loss"] == pytest.approx(0.5 * logs["l1"] + 3.0 * logs["l2"] + logs["lfq_aux"], rel=1e-5)
+    tiny, paper = HiTVideoConfig().loss, HiTVideoConfig.from_preset("paper").loss
+    assert (tiny.l1, tiny.l2) == (0, 10) and (paper.l1, paper.l2) == (1, 0)  # tiny: squared error; paper: L1
 
 
 class BackwardOnly:

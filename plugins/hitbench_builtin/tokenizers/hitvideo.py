@@ -39,6 +39,13 @@ causal context matches evaluation. Measured in a plain loop at 720 steps: hitvid
 against 20.3 dB with 4 whole clips per step; single-layer 22.8 dB with 4-frame crops throughout, 23.6
 dB ending on whole clips.
 
+Optimisation at ``tiny`` (CPU, 720 steps, full decode of 8 validation clips, seeds 0 / 1): the previous settings
+(L1, lr 2e-3, Adam betas (0.9, 0.99), He-initialised residual branches) gave 21.5 / 20.8 dB; the squared error
+and lr 1e-3 gave 22.6 / 22.6 dB; with residual branches that start at zero as well 22.8 dB (seed 0), with betas
+(0.9, 0.95) as well 22.8 dB (seed 0), with all four 22.8 dB (seed 1), and 23.75 dB at 1440 steps (seed 0). ``tiny``
+uses all four and 900 steps, what the 15-minute demo leaves room for. ``small`` and ``paper`` keep L1, betas
+(0.9, 0.99) and their own learning rates.
+
 ``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
 272 at paper scale) so that its token count is close to the multi-layer total, and its output resized
 back.
@@ -73,11 +80,16 @@ class LossConfig(BaseModel):
     MAGVIT-v2's LFQ weights (entropy 0.05-0.1, commitment 0.25) there swamp the reconstruction loss and
     stall the multi-layer tokenizer (measured at 240 whole-clip steps: 16.2 dB with the GAN, 12.8 dB with
     both, against 18.5 dB with neither). ``small`` and ``paper`` use the MAGVIT-v2 weights
-    (:data:`MAGVIT2_LOSS`).
+    (:data:`MAGVIT2_LOSS`) with the paper's L1 reconstruction term.
+
+    ``tiny`` trains on the squared error instead of L1 (PSNR, its quality bar, is a squared-error measure).
+    Measured at 720 steps, one seed each: hitvideo 21.8 dB against 21.5 dB with L1 at lr 2e-3, 22.6 against
+    22.0 dB at lr 1e-3.
     """
 
     model_config = ConfigDict(extra="forbid")
-    l1: float = Field(1.0, ge=0)
+    l1: float = Field(0.0, ge=0, description="L1 reconstruction weight")
+    l2: float = Field(10.0, ge=0, description="squared-error reconstruction weight")
     perceptual: float = Field(0.1, ge=0, description="LPIPS weight; off when its weights are missing")
     adversarial: float = Field(0.0, ge=0, description="hinge-GAN generator weight; 0 = no discriminator")
     adversarial_start: float = Field(0.5, ge=0, le=1, description="share of the steps before the GAN starts")
@@ -89,7 +101,7 @@ class LossConfig(BaseModel):
 
 
 #: loss weights of the longer trainings (small, paper): MAGVIT-v2's LFQ terms and a GAN from half-way
-MAGVIT2_LOSS = {"adversarial": 0.01, "entropy": 0.05, "commitment": 0.25}
+MAGVIT2_LOSS = {"l1": 1.0, "l2": 0.0, "adversarial": 0.01, "entropy": 0.05, "commitment": 0.25}
 
 
 #: the paper's progressive schedule (coarse layers first): the share of the steps after which k layers train
@@ -133,23 +145,24 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=720, batch_size=16, lr=2e-3, warmup_steps=20, checkpoint_every=240, log_every=40))
+        steps=900, batch_size=16, lr=1e-3, betas=(0.9, 0.95), warmup_steps=20, checkpoint_every=300,
+        log_every=50))
 
     presets = {
         "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
                   "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
                   "quant_dims": [16, 14, 12, 10], "loss": MAGVIT2_LOSS, "crop_size": None,
                   "progressive": PAPER_PROGRESSIVE,
-                  "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "warmup_steps": 1000,
-                            "checkpoint_every": 1000, "log_every": 50}},
+                  "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99),
+                            "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},
         "paper": {"channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4, "factorized_conv": False,
                   "patch_size": 1,
                   "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
                   "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
                   "crop_size": None, "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
                   "progressive": PAPER_PROGRESSIVE,
-                  "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "warmup_steps": 5000,
-                            "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
+                  "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "betas": (0.9, 0.99),
+                            "warmup_steps": 5000, "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
                             "grad_checkpointing": True, "ema": 0.999}},
     }
 
@@ -253,10 +266,13 @@ def norm(channels: int) -> FrameNorm:
 
 
 class ResBlock(nn.Module):
+    """Pre-norm residual block; its branch's last conv starts at zero, so the block starts as its skip path."""
+
     def __init__(self, cin: int, cout: int, factorized: bool = False):
         super().__init__()
         self.body = nn.Sequential(norm(cin), nn.SiLU(), CausalConv3d(cin, cout, factorized=factorized), norm(cout),
                                   nn.SiLU(), CausalConv3d(cout, cout, factorized=factorized))
+        nn.init.zeros_(self.body[-1].conv.weight)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -662,6 +678,10 @@ class TokenizerTask:
             l1 = (rec - video).abs().mean()
             loss = loss_cfg.l1 * l1 + aux
             logs = {"l1": l1.item(), "lfq_aux": aux.item(), "layers": float(k)}
+            if loss_cfg.l2:
+                l2 = (rec - video).square().mean()
+                loss = loss + loss_cfg.l2 * l2
+                logs["l2"] = l2.item()
             if self.lpips is not None:
                 frames = lambda v: v.transpose(1, 2).flatten(0, 1) * 2 - 1  # noqa: E731
                 perceptual = self.lpips(frames(rec), frames(video)).mean()

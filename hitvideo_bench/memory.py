@@ -267,10 +267,10 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
 
     The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, on the
     training crops (the whole-clip steps after ``crop_until`` take as many pixels), i.e.
-    ``tokenizer(video)`` with its L1, LPIPS and discriminator losses on the reconstruction. The
+    ``tokenizer(video)`` with its reconstruction, LPIPS and discriminator losses on the reconstruction. The
     discriminator's own step comes after this one's backward and is smaller; it is not traced.
     """
-    from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer
+    from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer, reconstruction_loss
 
     if not issubclass(cls, HiTVideoTokenizer):
         raise NotEstimated(f"no training trace for {cls.__name__}")
@@ -288,7 +288,7 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
 
     def step() -> torch.Tensor:  # the loss weights change nothing that is saved
         rec, aux = tokenizer(video)
-        total = (rec - video).abs().mean() + aux
+        total = reconstruction_loss(rec, video, loss)[0] + aux
         if perceptual is not None:
             total = total + perceptual(frames(rec), frames(video)).mean()
         if disc is not None:

@@ -583,6 +583,14 @@ def load_perceptual(device) -> tuple[nn.Module | None, str]:
     return net, "on (lpips alex)"
 
 
+def reconstruction_loss(rec: torch.Tensor, video: torch.Tensor, weights: LossConfig
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``l1 * L1 + l2 * squared error`` of a reconstruction, and the two terms (for the logs)."""
+    err = rec - video
+    l1, l2 = err.abs().mean(), err.square().mean()
+    return weights.l1 * l1 + weights.l2 * l2, l1, l2
+
+
 @contextlib.contextmanager
 def frozen(params):
     """Parameters that the graph built inside the block does not train (back to trainable after it)."""
@@ -675,13 +683,9 @@ class TokenizerTask:
         with trainer.autocast():
             with frozen(self.tok.decoder.parameters() if self.decoder_frozen(step, k) else ()):
                 rec, aux = self.tok(video, layers=k)
-            l1 = (rec - video).abs().mean()
-            loss = loss_cfg.l1 * l1 + aux
-            logs = {"l1": l1.item(), "lfq_aux": aux.item(), "layers": float(k)}
-            if loss_cfg.l2:
-                l2 = (rec - video).square().mean()
-                loss = loss + loss_cfg.l2 * l2
-                logs["l2"] = l2.item()
+            loss, l1, l2 = reconstruction_loss(rec, video, loss_cfg)
+            loss = loss + aux
+            logs = {"l1": l1.item(), "l2": l2.item(), "lfq_aux": aux.item(), "layers": float(k)}
             if self.lpips is not None:
                 frames = lambda v: v.transpose(1, 2).flatten(0, 1) * 2 - 1  # noqa: E731
                 perceptual = self.lpips(frames(rec), frames(video)).mean()

@@ -138,6 +138,18 @@ def test_training_crop_a_tokenizer_cannot_take(tmp_path):
     load_recipe(write(tmp_path, "ok.yaml", recipe.replace("crop_size: 32", "crop_size: 64")))
 
 
+def test_training_clips_of_another_dataset_are_checked_and_named(tmp_path):
+    """With an eval_dataset, the tokenizer trains on the training dataset's clips: those are checked (8 frames
+    do not suit hitvideo's 16-frame temporal down-sampling) and the message names them."""
+    recipe = ("version: 1\nseeds: [0]\ndataset: {name: synthetic-shapes, config: {frames: 8}}\n"
+              "eval_dataset: {name: synthetic-shapes}\nevaluate: {reconstruction: [psnr]}\n"
+              "variants:\n  h: {tokenizer: {name: hitvideo}}\n")
+    with pytest.raises(BadInput, match=r"variants.h.tokenizer: clip shape 8x64x64 \(training dataset "
+                                       r"synthetic-shapes\): .*frames 8 does not suit"):
+        load_recipe(write(tmp_path, "r.yaml", recipe))
+    load_recipe(write(tmp_path, "ok.yaml", recipe.replace("frames: 8", "frames: 32")))
+
+
 @pytest.mark.parametrize("item, message", [("seeds", "malformed override"), ("=3", "malformed override"),
                                            ("a..b=1", "malformed override"), ("a=[1,", "not valid YAML")])
 def test_malformed_set(item, message):

@@ -263,15 +263,17 @@ def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, pr
         if ref is None:
             continue
         path = f"{prefix}.{fld}"
+        shape, shape_of = rv.clip_shape, f"dataset {ds.name}"  # what the error message names
         try:
             with torch.device("meta"):
                 component = catalog.create(fld, ref.name, preset=ref.preset, overrides=ref.config)
-            component.check_shape(*rv.clip_shape)
+            component.check_shape(*shape)
             if fld == "tokenizer" and component.trainable:
-                train, shape = rv.spec.dataset, rv.clip_shape
+                train = rv.spec.dataset
                 if rv.spec.eval_dataset is not None:  # it trains on other clips than it is evaluated on
-                    shape = tuple(catalog.create("dataset", train.name, preset=train.preset, overrides=train.config,
-                                                 split=train.train_split).clip_shape)
+                    clips = catalog.create("dataset", train.name, preset=train.preset, overrides=train.config,
+                                           split=train.train_split)
+                    shape, shape_of = tuple(clips.clip_shape), f"training dataset {train.name}"
                 component.check_training_shape(*shape)
             if fld == "tokenizer" and isinstance(rv.spec.evaluate.layers, list):
                 bad = [k for k in rv.spec.evaluate.layers if k > component.num_layers]
@@ -279,7 +281,7 @@ def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, pr
                     problems.append(Problem(f"{ref.name} has {component.num_layers} layers; cannot decode from "
                                             f"{bad}", *locate(f"{prefix}.evaluate.layers"), f"{prefix}.evaluate.layers"))
         except HitbenchError as exc:
-            problems.append(Problem(f"clip shape {'x'.join(map(str, rv.clip_shape))} (dataset {ds.name}): {exc}",
+            problems.append(Problem(f"clip shape {'x'.join(map(str, shape))} ({shape_of}): {exc}",
                                     *locate(path), path))
 
 

@@ -63,7 +63,7 @@ def test_tokenizer_trace_counts_what_a_real_forward_saves(checkpointing):
     estimate = memory.tokenizer_training_memory(HiTVideoTokenizer, config, CLIP, device="cpu")
     torch.manual_seed(0)
     tok, disc = HiTVideoTokenizer(config), Discriminator(config.disc_channels).requires_grad_(False)
-    video = torch.rand(2, 3, 16, 32, 32)  # tiny trains on 32-pixel crops, 16 per step (or 4 whole clips)
+    video = torch.rand(2, 3, 16, 32, 32)  # tiny trains on 32-pixel crops, 8 per step (or 2 whole clips)
 
     def step():
         rec, aux = tok(video)
@@ -179,11 +179,11 @@ def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
 def test_validate_nproc_and_not_estimated(capsys):
     assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training memory per GPU at batch 8 of 16 over 2 GPUs (fp32)") == 2  # tokenizers
-    assert out.count("training memory per GPU at batch 4 of 8 over 2 GPUs (fp32)") == 2  # generators
+    assert out.count("training memory per GPU at batch 4 of 8 over 2 GPUs (fp32)") == 4  # tokenizers, generators
+    assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "8"]) == 0
+    assert capsys.readouterr().out.count("training memory per GPU at batch 1 of 8 over 8 GPUs (fp32)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "16"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training memory per GPU at batch 1 of 16 over 16 GPUs (fp32)") == 2  # tokenizers
-    assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 2
+    assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_masking.yaml")]) == 0
     assert "training memory: not estimated (no training trace for MaskedTokenizer)" in capsys.readouterr().out

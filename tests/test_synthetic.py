@@ -31,6 +31,17 @@ def test_items_are_deterministic_and_well_formed():
     assert not torch.equal(item["video"], other_seed[5]["video"])
 
 
+def test_rendered_clips_are_kept_up_to_the_byte_budget_and_callers_get_copies(monkeypatch):
+    ds = hb.create_dataset("synthetic-shapes", split="val")
+    monkeypatch.setattr(ds, "cache_bytes", 2 * 3 * 16 * 64 * 64 * 4)  # two clips
+    first = ds[0]["video"]
+    first.zero_()  # a caller's change does not reach the kept clip
+    assert torch.equal(ds[0]["video"], ds.render(**ds.sample_attrs(0)))
+    ds[1], ds[2]
+    assert sorted(ds._rendered) == [0, 1]  # the third clip is over the budget: rendered, not kept
+    assert torch.equal(ds[2]["video"], ds.render(**ds.sample_attrs(2)))
+
+
 def test_captions_say_what_is_shown_and_parse_back():
     ds = hb.create_dataset("synthetic-shapes", split="val")
     seen = {name: set() for name in ATTRIBUTES}

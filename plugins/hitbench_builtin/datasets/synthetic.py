@@ -86,7 +86,7 @@ class SyntheticShapes(VideoDataset):
     splits = _SPLITS
 
     #: rendered clips kept in memory, up to this many bytes per dataset: a tiny tokenizer's training reads each of
-    #: its 256 clips about 56 times, and rendering one takes about 1 ms (some 15 s of a 5-minute training)
+    #: its 256 clips about 50 times, and rendering one takes about 1 ms (some 13 s of a 4- to 7-minute training)
     cache_bytes = 1 << 30
 
     def __init__(self, config: SyntheticShapesConfig, split: str = "train"):

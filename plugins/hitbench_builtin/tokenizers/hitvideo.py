@@ -47,8 +47,8 @@ and lr 1e-3 gave 22.6 / 22.6 dB; with residual branches that start at zero as we
 uses all four. At 900 steps of 16 clips (seed 0, 23.1 dB), the same clips over 1800 steps of 8 gave 23.5 dB for
 about 5 % more time (single-layer 11 %), and with crops until half-way 23.8 / 23.4 dB (seeds 0 / 1). ``tiny``
 trains 8 clips a step, crops until half-way, for 1500 steps: the demo with 1800 took 16 min 45 s on a day when
-this machine ran 30 % slower than usual, over its 15 minutes. Tried on top without gain (seed 0): crops until 30 % (23.6),
-3600 steps of 4 (23.7), an EMA of the weights (decay 0.995: 23.7, 0.998: 23.5), a per-position
+this machine ran 30 % slower than usual, over its 15 minutes. Tried on top without gain (seed 0): crops until
+30 % (23.6), 3600 steps of 4 (23.7), an EMA of the weights (decay 0.995: 23.7, 0.998: 23.5), a per-position
 channel norm instead of per-frame GroupNorm (23.5); at 900 steps of 16, a final lr of 0 (22.8) or 0.3 (23.0)
 of the peak instead of 0.1, and layer drops at 10 % instead of 25 % (23.2, coarse layers 2 dB worse).
 ``small`` and ``paper`` keep L1, betas (0.9, 0.99) and their own learning rates and batches.

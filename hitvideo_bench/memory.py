@@ -267,8 +267,9 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
 
     The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, on the
     training crops (the whole-clip steps after ``crop_until`` take as many pixels), i.e.
-    ``tokenizer(video)`` with its reconstruction, LPIPS and discriminator losses on the reconstruction. The
-    discriminator's own step comes after this one's backward and is smaller; it is not traced.
+    ``tokenizer(video)`` with its reconstruction loss (L1 and squared error) and the LPIPS and
+    discriminator losses on its output. The discriminator's own step comes after this one's backward
+    and is smaller; it is not traced.
     """
     from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer, reconstruction_loss
 

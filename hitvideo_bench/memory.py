@@ -280,7 +280,8 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
     fake = _FakeDevice(device)
     with fake.build():
         tokenizer = cls(config)
-        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))  # whole-clip steps: as many pixels
+        # a crop step, at the encoder's input size (whole-clip steps take about as many pixels)
+        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))
         disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
         perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None
 
@@ -288,7 +289,7 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
         return v.transpose(1, 2).flatten(0, 1) * 2 - 1
 
     def step() -> torch.Tensor:  # the loss weights change nothing that is saved
-        rec, aux = tokenizer(video)
+        rec, aux = tokenizer(video, resized=True)
         total = reconstruction_loss(rec, video, loss)[0] + aux
         if perceptual is not None:
             total = total + perceptual(frames(rec), frames(video)).mean()

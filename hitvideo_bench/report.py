@@ -281,24 +281,33 @@ def rerender(results_dir: str | Path) -> list[Path]:
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,
-                      frames_shown: int = 8) -> list[Path]:
-    """A PNG grid (one row of frames per prompt) and a GIF per sample, for people to look at."""
-    import matplotlib
+                      frames_shown: int = 8, min_frame_size: int = 128) -> list[Path]:
+    """A PNG grid (a prompt line over a row of frames, per sample) and a GIF per sample, for people to look at.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Frames are pasted with PIL, enlarged by a whole factor (nearest) to at least ``min_frame_size`` pixels
+    high; a matplotlib axis per frame took about 9 s for 32 tiny samples.
+    """
+    import torch
+    from PIL import Image, ImageDraw
 
     from .video import write_video
 
-    n, _, T = videos.shape[:3]
+    n, _, T, H, W = videos.shape
     picks = sorted({round(i * (T - 1) / max(frames_shown - 1, 1)) for i in range(min(frames_shown, T))})
-    fig, axes = plt.subplots(n, len(picks), figsize=(1.6 * len(picks), 1.8 * n), squeeze=False)
+    zoom = max(1, -(-min_frame_size // H))
+    fh, fw, pad, caption = H * zoom, W * zoom, 2, 14
+    frames = (videos[:, :, picks].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+    sheet = Image.new("RGB", (pad + len(picks) * (fw + pad), pad + n * (caption + fh + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
     for i in range(n):
-        for j, t in enumerate(picks):
-            axes[i][j].imshow(videos[i, :, t].permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[i][j].axis("off")
-        axes[i][0].set_title(prompts[i][:60], fontsize=7, loc="left")
-    files = [save_figure(fig, folder / "sample_sheet.png")]
+        top = pad + i * (caption + fh + pad)
+        draw.text((pad, top), prompts[i][:100], fill="black")
+        for j in range(len(picks)):
+            frame = Image.fromarray(frames[i, j]).resize((fw, fh), Image.Resampling.NEAREST)
+            sheet.paste(frame, (pad + j * (fw + pad), top + caption))
+    with atomic_path(folder / "sample_sheet.png") as tmp:
+        sheet.save(tmp, format="PNG")
+    files = [folder / "sample_sheet.png"]
     for i in range(n):
         path = folder / f"sample_{i:03d}.gif"
         write_video(path, videos[i], fps)

@@ -128,14 +128,14 @@ def test_shape_a_component_cannot_take(tmp_path):
 
 
 def test_training_crop_a_tokenizer_cannot_take(tmp_path):
-    """single-layer resizes 64 px to 72 before encoding: a 32-pixel training crop becomes 36, which its 8x
-    down-sampling cannot take; the recipe is rejected before anything trains."""
+    """single-layer resizes 64 px to 72 before encoding and crops after that: a 36-pixel crop is 4.5 tokens,
+    which its 8x down-sampling cannot take; the recipe is rejected before anything trains."""
     recipe = ("version: 1\nseeds: [0]\ndataset: {name: synthetic-shapes}\nevaluate: {reconstruction: [psnr]}\n"
-              "variants:\n  s: {tokenizer: {name: single-layer, config: {crop_size: 32}}}\n")
-    with pytest.raises(BadInput, match=r":6: variants.s.tokenizer: .*crop_frames 4 / crop_size 32 on 16x64x64 clips: "
-                                       r"height 32 does not suit"):
+              "variants:\n  s: {tokenizer: {name: single-layer, config: {crop_size: 36}}}\n")
+    with pytest.raises(BadInput, match=r":6: variants.s.tokenizer: .*crop_frames None / crop_size 36 on 16x64x64 "
+                                       r"clips: height 36 does not suit"):
         load_recipe(write(tmp_path, "r.yaml", recipe))
-    load_recipe(write(tmp_path, "ok.yaml", recipe.replace("crop_size: 32", "crop_size: 64")))
+    load_recipe(write(tmp_path, "ok.yaml", recipe.replace("crop_size: 36", "crop_size: 40")))
 
 
 def test_training_clips_of_another_dataset_are_checked_and_named(tmp_path):

@@ -208,3 +208,30 @@ def test_markdown_letters_each_unavailable_hint_and_keeps_it_in_the_notes(tmp_pa
     assert md.count("unavailable (a)") == 1 + 1 and md.count("unavailable (b)") == 2 + 1  # cells + note
     assert "- unavailable (a): get I3D" in md and "- unavailable (b): get LPIPS" in md
     assert "unavailable: get LPIPS" in csv_file.read_text()  # csv keeps the full text in the cell
+
+
+def test_sample_sheet_pastes_the_picked_frames_enlarged_under_each_prompt(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from hitvideo_bench.report import save_sample_sheet
+
+    # fixture clips: every frame one flat colour, so each pasted frame can be checked by a pixel
+    videos = torch.zeros(2, 3, 5, 8, 8)
+    for i in range(2):
+        for t in range(5):
+            videos[i, :, t] = torch.tensor([t / 4, i, 1 - t / 4]).view(3, 1, 1)
+    files = save_sample_sheet(videos, ["first prompt", "second prompt"], tmp_path, frames_shown=3, min_frame_size=20)
+    assert [f.name for f in files] == ["sample_sheet.png", "sample_000.gif", "sample_001.gif"]
+    assert all(f.is_file() for f in files) and not list(tmp_path.glob("*.tmp"))
+    sheet = np.asarray(Image.open(files[0]).convert("RGB"))
+    zoom, pad, caption = 3, 2, 14  # 8 px frames enlarged 3x to reach 20 px
+    assert sheet.shape == (pad + 2 * (caption + 24 + pad), pad + 3 * (24 + pad), 3)
+    for i in range(2):
+        for j, t in enumerate([0, 2, 4]):  # frames 0, 2 and 4 of 5
+            top, left = pad + i * (caption + 24 + pad) + caption, pad + j * (24 + pad)
+            block = sheet[top:top + 8 * zoom, left:left + 8 * zoom].reshape(-1, 3)
+            expected = (videos[i, :, t, 0, 0] * 255).round().to(torch.uint8).numpy()
+            assert (block == expected).all()
+    assert (sheet[pad:pad + caption, pad:pad + 60] < 128).any()  # the prompt is written above its row

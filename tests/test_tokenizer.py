@@ -157,6 +157,16 @@ def test_training_loss_mixes_l1_and_squared_error_by_their_weights():
     assert (tiny.l1, tiny.l2) == (0, 10) and (paper.l1, paper.l2) == (1, 0)  # tiny: squared error; paper: L1
 
 
+def test_entropy_terms_sample_a_share_of_the_tokens_but_never_fewer_than_64():
+    tok = micro(loss={"entropy_sample_fraction": 0.25})
+    assert tok.entropy_fraction(torch.zeros(2, 6, 4, 8, 8)) == 0.25  # 512 tokens: 128 sampled
+    assert tok.entropy_fraction(torch.zeros(2, 6, 4, 4, 4)) == 0.5  # 128 tokens: 64
+    assert tok.entropy_fraction(torch.zeros(2, 6, 1, 2, 2)) == 1.0  # 8 tokens: all of them (a quarter would be 2)
+    tok.train()
+    _, _, aux = tok.quantize(tok.latents(fixture_video(batch=1, size=32)))  # the coarsest layer holds 1 token
+    assert torch.isfinite(aux)
+
+
 class BackwardOnly:
     """Fixture: a trainer whose step only back-propagates, so that a test can read the gradients."""
 
@@ -242,25 +252,44 @@ def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
     pixel = torch.arange(64.0 * 64).view(1, 1, 1, 64, 64)  # value = y * 64 + x, plus 10^4 per clip
     video = (pixel + 1e4 * torch.arange(4.0).view(4, 1, 1, 1, 1)).expand(4, 3, 16, 64, 64)
     torch.manual_seed(0)
-    crops = task.training_clips(video, step=1)
-    assert crops.shape == (4, 3, 16, 32, 32)
+    crops, resized = task.training_clips(video, step=1)
+    assert crops.shape == (4, 3, 16, 32, 32) and resized
     for b, crop in enumerate(crops):  # each crop is a window of its own clip
         y0, x0 = divmod(int(crop[0, 0, 0, 0]) - b * 10_000, 64)
         assert torch.equal(crop, video[b, :, :, y0:y0 + 32, x0:x0 + 32])
     torch.manual_seed(0)
-    assert torch.equal(task.training_clips(video, step=1), crops)  # offsets come from the (checkpointed) global RNG
-    whole = task.training_clips(video, step=2)
-    assert torch.equal(whole, video[:1])  # 4 clips x 32^2 pixels = 1 clip x 64^2
+    assert torch.equal(task.training_clips(video, step=1)[0], crops)  # offsets come from the (checkpointed) RNG
+    whole, resized = task.training_clips(video, step=2)
+    assert torch.equal(whole, video[:1]) and not resized  # 4 clips x 32^2 pixels = 1 clip x 64^2
 
-    single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")  # 4-frame crops on latent-frame boundaries
+    one_layer = {"quant_dims": [6], "layer_strides": [], "crop_frames": 4, "crop_size": None}
+    frames = TokenizerTask(micro(**one_layer), "cpu")  # 4-frame crops on latent-frame boundaries
     clip = torch.arange(16.0).view(1, 1, 16, 1, 1).expand(8, 3, 16, 64, 64)
-    starts = {int(c[0, 0, 0, 0]) for c in single.training_clips(clip, step=0)}
-    assert starts <= {0, 4, 8, 12} and single.training_clips(clip, step=0).shape == (8, 3, 4, 64, 64)
+    crops, _ = frames.training_clips(clip, step=0)
+    assert {int(c[0, 0, 0, 0]) for c in crops} <= {0, 4, 8, 12} and crops.shape == (8, 3, 4, 64, 64)
+
+
+def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_again():
+    single = micro(SingleLayerTokenizer)  # 64 px clips are resized to 72 px; 32-pixel crops of those
+    task = TokenizerTask(single, "cpu")
+    video = torch.rand(4, 3, 16, 64, 64)
+    torch.manual_seed(0)
+    crops, resized = task.training_clips(video, step=0)
+    assert crops.shape == (4, 3, 16, 32, 32) and resized
+    big = single.resize_input(video)
+    assert big.shape[-2:] == (72, 72)
+    assert all(any(torch.equal(crop, big[b, :, :, y:y + 32, x:x + 32]) for y in range(41) for x in range(41))
+               for b, crop in enumerate(crops))
+    rec, _ = single(crops, resized=True)  # 32 px crops make 4x4 token grids: no resize in or out
+    assert rec.shape == crops.shape
+    whole, resized = task.training_clips(video, step=3)
+    assert whole.shape == (1, 3, 16, 64, 64) and not resized  # as many clips as hitvideo: 4 x 32^2 px = 1 x 64^2
+    assert single(whole)[0].shape == whole.shape
 
 
 def test_a_crop_the_tokenizer_cannot_take_names_the_field():
-    task = TokenizerTask(micro(SingleLayerTokenizer, crop_size=32), "cpu")  # 32 px -> 36 after interpolating
-    with pytest.raises(ShapeError, match="crop_size 32 on 16x64x64 clips: height 32 does not suit"):
+    task = TokenizerTask(micro(SingleLayerTokenizer, crop_size=36), "cpu")  # 36 px crops of 72 px: 4.5 tokens
+    with pytest.raises(ShapeError, match="crop_size 36 on 16x64x64 clips: height 36 does not suit"):
         task.training_clips(torch.rand(2, 3, 16, 64, 64), step=0)
 
 

@@ -43,7 +43,7 @@ BUILTINS = [
 #: 3: tiny training on crops; 4, hitvideo only: layer-drop steps leave the decoder alone, learned stand-ins for
 #: left-out layers; 5 and 4: squared-error loss at tiny, lr 1e-3, 900 steps, residual branches start at zero;
 #: 6 and 5: tiny trains 1500 steps of 8 clips, on crops for the first half)
-VERSIONS = {("tokenizer", "hitvideo"): "6", ("tokenizer", "single-layer"): "5"}
+VERSIONS = {("tokenizer", "hitvideo"): "7", ("tokenizer", "single-layer"): "6"}
 
 
 @hookimpl

@@ -280,7 +280,7 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
     fake = _FakeDevice(device)
     with fake.build():
         tokenizer = cls(config)
-        # a crop step, at the encoder's input size (whole-clip steps take about as many pixels)
+        # a crop step at the encoder's input size; without crops, a whole clip resized by interpolate
         video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))
         disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
         perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None

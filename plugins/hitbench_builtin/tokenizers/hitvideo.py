@@ -466,7 +466,7 @@ class HiTVideoTokenizer(Tokenizer):
     @staticmethod
     def grid_shapes(cfg: HiTVideoConfig, frames: int, height: int, width: int) -> list[tuple[int, int, int]]:
         """Per-layer token grids for a clip, or :class:`ShapeError` naming what does not divide."""
-        h, w = round(height * cfg.interpolate), round(width * cfg.interpolate)
+        _, h, w = cfg.input_shape(frames, height, width)
         if cfg.interpolate != 1.0 and (h / cfg.interpolate != height or w / cfg.interpolate != width):
             raise ShapeError(f"interpolate {cfg.interpolate} does not map {height}x{width} to whole pixels")
         shape = [frames, h, w]

@@ -266,10 +266,10 @@ def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int],
     """Training memory per GPU of a HiTVideo (or single-layer) tokenizer as its ``TokenizerTask`` trains it.
 
     The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, on the
-    training crops (the whole-clip steps after ``crop_until`` take as many pixels), i.e.
-    ``tokenizer(video)`` with its reconstruction loss (L1 and squared error) and the LPIPS and
-    discriminator losses on its output. The discriminator's own step comes after this one's backward
-    and is smaller; it is not traced.
+    training crops at the encoder's input size (the whole-clip steps after ``crop_until`` take about as
+    many pixels), i.e. ``tokenizer(video, resized=True)`` with its reconstruction loss (L1 and squared
+    error) and the LPIPS and discriminator losses on its output. The discriminator's own step comes after
+    this one's backward and is smaller; it is not traced.
     """
     from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer, reconstruction_loss
 

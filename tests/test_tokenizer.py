@@ -285,6 +285,8 @@ def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_
     whole, resized = task.training_clips(video, step=3)
     assert whole.shape == (1, 3, 16, 64, 64) and not resized  # as many clips as hitvideo: 4 x 32^2 px = 1 x 64^2
     assert single(whole)[0].shape == whole.shape
+    logs = task.training_step({"video": video}, 0, BackwardOnly())  # the step trains on the crops as they are
+    assert logs["layers"] == 1 and math.isfinite(logs["loss"])
 
 
 def test_a_crop_the_tokenizer_cannot_take_names_the_field():

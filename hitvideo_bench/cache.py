@@ -4,15 +4,21 @@ A trained component lives in ``<cache root>/<kind>/<name>-<hash>/`` where the ha
 resolved config, its training data identity and its seed. A later recipe that needs the same
 component finds it there instead of training again. The folder is complete once it holds the
 ``COMPLETE`` marker (written last, atomically); an incomplete folder holds a resumable checkpoint.
+Processes that need the same component at once (``hitbench run --jobs``, or two recipes started
+side by side) take turns through :func:`training_lock`: one trains it, the others then load it.
 
 The root is ``$HITBENCH_CACHE`` if set, else ``~/.cache/hitbench``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +54,22 @@ def mark_complete(path: Path, summary: dict[str, Any]) -> None:
 
 def read_summary(path: Path) -> dict[str, Any]:
     return read_json(Path(path) / MARKER)
+
+
+@contextlib.contextmanager
+def training_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of the component folder ``path`` (the file ``<path>.lock`` beside it) for the block: check
+    the cache, train and mark the component complete inside it, so that of several processes needing the same
+    component one trains it and the others wait, then find it complete. The lock goes with its process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"hitbench: waiting for another process to finish {path}", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="data-parallel training with N processes on this node (started with torchrun)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="run up to N variant x seed runs at once, each in its own process with an equal share "
+                          "of the CPUs (outputs in <results>/logs/)")
+    run.add_argument("--only", metavar="VARIANT/seed-S", help=argparse.SUPPRESS)  # a --jobs worker's run
 
     val = sub.add_parser("validate", help="check a recipe without training: schema, names, sweep, shapes, "
                                           "parameters and training memory per GPU")
@@ -70,20 +74,43 @@ def cmd_run(args) -> int:
     from .training import is_main_process
 
     resolved = load_recipe(args.recipe, args.sets)
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch_torchrun(args.nproc, args.argv)
     if args.nproc < 1:
         raise BadInput(f"--nproc {args.nproc}: needs 1 or more processes")
-    progress = not args.quiet and sys.stderr.isatty()
+    if args.jobs < 1:
+        raise BadInput(f"--jobs {args.jobs}: needs 1 or more runs at once")
+    if args.jobs > 1 and args.nproc > 1:
+        raise BadInput(f"--jobs {args.jobs} with --nproc {args.nproc}: use one of them (runs side by side, or "
+                       "each run data-parallel)")
+    runs = [f"{v.name}/seed-{seed}" for v in resolved.variants for seed in resolved.recipe.seeds]
+    if args.only is not None and args.only not in runs:
+        raise BadInput(f"--only {args.only}: {args.recipe} has no such run (allowed: {', '.join(runs)})")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc, args.argv)
+    # a --jobs worker writes its progress bars into its log, where the parent reads them
+    progress = not args.quiet and (sys.stderr.isatty() or args.only is not None)
     result = run_recipe(resolved, RunOptions(out=args.out, resume=args.resume, device=args.device,
-                                             progress=progress, use_cache=args.use_cache))
+                                             progress=progress, use_cache=args.use_cache, jobs=args.jobs,
+                                             only=args.only, worker_command=worker_command(args)))
     if not is_main_process():
+        return 0
+    if args.only is not None:
+        print(f"finished run {args.only}: {result.out_dir / 'runs' / args.only}")
         return 0
     print((result.out_dir / "table.md").read_text(encoding="utf-8"))
     if result.reused:
         print(f"reused finished runs: {', '.join(result.reused)}")
     print(f"results: {result.out_dir}")
     return 0
+
+
+def worker_command(args) -> list[str]:
+    """The ``hitbench run`` command of a ``--jobs`` worker (its run follows as ``--only RUN``): the same recipe,
+    overrides, plugins, results root, device, cache use and ``--quiet``; resuming (the parent has cleared the
+    runs a ``--fresh`` asked for)."""
+    return [sys.executable, "-m", "hitvideo_bench", *(a for p in args.plugins for a in ("-p", p)),
+            "run", str(args.recipe), *(a for kv in args.sets for a in ("--set", kv)), "--out", str(args.out),
+            "--device", args.device, *(("--quiet",) if args.quiet else ()),
+            *(() if args.use_cache else ("--no-cache",))]
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:

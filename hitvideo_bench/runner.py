@@ -5,6 +5,11 @@ Layout of ``<out>/<recipe>/<run-id>/``: ``resolved.yaml``, ``runs/<variant>/seed
 ``manifest.json``. A run is finished once its ``metrics.csv`` exists (written last, atomically); a
 re-run reuses finished runs and restarts unfinished ones from scratch (trained components resume
 from their cached checkpoints).
+
+``--jobs N`` runs up to N variant x seed runs at once, each in a worker process (``hitbench run ... --only
+VARIANT/seed-S``, see :mod:`hitvideo_bench.jobs`) that writes its run folder as a sequential run does and its
+output to ``logs/``; then the report is written from the finished runs. Components two runs share are trained
+once (the cache's training lock).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,11 @@ class RunOptions:
     device: str = "auto"
     progress: bool = True
     use_cache: bool = True
+    jobs: int = 1
+    #: a ``--jobs`` worker's run, ``VARIANT/seed-S``: run just that one and write no report
+    only: str | None = None
+    #: how to start a worker: this command, then ``--only VARIANT/seed-S`` (set by the CLI when jobs > 1)
+    worker_command: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,34 +109,46 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     barrier()
     hook = get_plugins().pm.hook
     started = time.time()
+    runs = [(variant, seed, f"{variant.name}/seed-{seed}") for variant in resolved.variants
+            for seed in resolved.recipe.seeds]
+    in_workers: list[str] = []
+    if options.jobs > 1 and options.only is None:
+        from .jobs import run_workers
+
+        in_workers = [name for variant, seed, name in runs
+                      if not (out_dir / "runs" / variant.name / f"seed-{seed}" / "metrics.csv").exists()]
+        run_workers(in_workers, options.worker_command, options.jobs, out_dir / "logs")
     frames, summaries, reused = [], {}, []
-    for variant in resolved.variants:
-        for seed in resolved.recipe.seeds:
-            run_dir = out_dir / "runs" / variant.name / f"seed-{seed}"
-            finished = (run_dir / "metrics.csv").exists()  # every rank sees the same: checked after a barrier
-            if not main:
-                if not finished:
-                    execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
-            elif finished:
-                frames.append(load_results(run_dir))
-                reused.append(f"{variant.name}/seed-{seed}")
-            else:
-                if run_dir.exists():  # an interrupted run: restart it cleanly
-                    shutil.rmtree(run_dir)
-                run_dir.mkdir(parents=True)
-                hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
-                                        config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
-                df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
-                write_json(run_dir / "summary.json", summary)
-                write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
-                frames.append(df)
-                hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
-                                           run_dir=run_dir)
-            barrier()  # once per run on every rank, reused or not
-        for seed in resolved.recipe.seeds:
-            summary_path = out_dir / "runs" / variant.name / f"seed-{seed}" / "summary.json"
-            if summary_path.exists():
-                summaries[f"{variant.name}/seed-{seed}"] = yaml.safe_load(summary_path.read_text())
+    for variant, seed, name in runs:
+        if options.only is not None and name != options.only:
+            continue
+        run_dir = out_dir / "runs" / variant.name / f"seed-{seed}"
+        finished = (run_dir / "metrics.csv").exists()  # every rank sees the same: checked after a barrier
+        if not main:
+            if not finished:
+                execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
+        elif finished:
+            frames.append(load_results(run_dir))
+            if name not in in_workers:
+                reused.append(name)
+        else:
+            if run_dir.exists():  # an interrupted run: restart it cleanly
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
+                                    config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
+            df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
+            write_json(run_dir / "summary.json", summary)
+            write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
+            frames.append(df)
+            hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
+                                       run_dir=run_dir)
+        barrier()  # once per run on every rank, reused or not
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists():
+            summaries[name] = yaml.safe_load(summary_path.read_text())
+    if options.only is not None:  # a --jobs worker: its run folder is its result; the parent writes the report
+        return RecipeResult(out_dir, pd.concat(frames, ignore_index=True), [], reused)
     if not main:
         return RecipeResult(out_dir, pd.DataFrame(columns=COLUMNS), [], reused)
     results = pd.concat(frames + [_reference_rows(resolved)], ignore_index=True)[COLUMNS]
@@ -182,6 +204,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     df.insert(2, "seed", seed)
     df["source"] = df.pop("timing").map({True: "timing", False: "measured"})
     summary = {"variant": variant.name, "seed": seed, "wall_s": round(time.perf_counter() - started, 3),
+               "torch_threads": torch.get_num_threads(),
                "clip_shape": list(clip_shape), **ctx.summary}
     return df[COLUMNS], summary
 

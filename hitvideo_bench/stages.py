@@ -6,6 +6,7 @@ provenance=...)``; the runner adds recipe, variant and seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -197,6 +198,12 @@ def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:
     return ComponentRef(name=base["name"], preset=preset, config=config.model_dump(mode="json", exclude={"preset"}))
 
 
+def component_lock(folder: Path) -> contextlib.AbstractContextManager:
+    """The cache's training lock on ``folder``, taken by rank 0 alone under torchrun (the other ranks train
+    with it, in step through the barriers)."""
+    return cache.training_lock(folder) if is_main_process() else contextlib.nullcontext()
+
+
 def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
                      eval_fn: Callable[[Tokenizer, int], dict[str, float]] | None,
                      ref: ComponentRef | None = None) -> tuple[Tokenizer, Path | None]:
@@ -219,18 +226,19 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
         return tokenizer.to(ctx.device).eval(), None
     identity = tokenizer_identity(ctx, ref, train_ds)
     folder = cache.component_dir("tokenizer", ref.name, identity)
-    barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
-    if ctx.use_cache and cache.is_complete(folder):
-        ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
-        return load_tokenizer(folder).to(ctx.device).eval(), folder
-    tokenizer.to(ctx.device)
-    fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
-    summary = tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
-                            progress=ctx.progress, eval_fn=fit_eval)
-    if is_main_process():
-        save_pretrained(tokenizer, folder, "tokenizer", ref.name)
-        cache.mark_complete(folder, summary)
-    barrier()
+    with component_lock(folder):
+        barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
+        if ctx.use_cache and cache.is_complete(folder):
+            ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
+            return load_tokenizer(folder).to(ctx.device).eval(), folder
+        tokenizer.to(ctx.device)
+        fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
+        summary = tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+                                progress=ctx.progress, eval_fn=fit_eval)
+        if is_main_process():
+            save_pretrained(tokenizer, folder, "tokenizer", ref.name)
+            cache.mark_complete(folder, summary)
+        barrier()
     ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
     return tokenizer.eval(), folder
 
@@ -347,18 +355,20 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
                 "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
                 "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
-    barrier()
-    if ctx.use_cache and cache.is_complete(folder):
-        ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}
-        return load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval()
-    generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
-    pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx, ctx.variant.spec.evaluate.batch_size)
-    summary = generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
-                            progress=ctx.progress)
-    if is_main_process():
-        save_pretrained(generator, folder, "generator", ref.name)
-        cache.mark_complete(folder, summary)
-    barrier()
+    with component_lock(folder):
+        barrier()
+        if ctx.use_cache and cache.is_complete(folder):
+            ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}
+            return load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval()
+        generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
+        pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
+                                             ctx.variant.spec.evaluate.batch_size)
+        summary = generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+                                progress=ctx.progress)
+        if is_main_process():
+            save_pretrained(generator, folder, "generator", ref.name)
+            cache.mark_complete(folder, summary)
+        barrier()
     ctx.summary["generator"] = {"cached": str(folder), "trained_now": True, **summary}
     return generator.eval()
 

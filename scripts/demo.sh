@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/hitbench run recipes/ablation_layers.yaml "$@"
+exec .venv/bin/hitbench run recipes/ablation_layers.yaml --jobs 2 "$@"

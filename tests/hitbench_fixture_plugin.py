@@ -50,6 +50,7 @@ class FixtureNoiseDataset(VideoDataset):
 
 class FixtureQuantizeConfig(ComponentConfig):
     levels: int = Field(4, ge=2, le=256)
+    fail: bool = Field(False, description="raise in compress (tests of a failing run)")
 
 
 class FixtureQuantizeCodec(Codec):
@@ -58,6 +59,8 @@ class FixtureQuantizeCodec(Codec):
     Config = FixtureQuantizeConfig
 
     def compress(self, video):
+        if self.config.fail:
+            raise RuntimeError("fixture-quantize asked to fail")
         levels = self.config.levels
         rec = torch.round(video * (levels - 1)) / (levels - 1)
         bits = torch.full((video.shape[0],), video[0].numel() * math.log2(levels), dtype=torch.float64)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -172,6 +173,99 @@ def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hitvideo_bench", "validate", str(bad)], capture_output=True,
                           text=True, env={**env, "HITBENCH_FULL_ERROR": "1"}, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def hitbench(*args, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    """``hitbench -p hitbench_fixture_plugin ARGS`` in a fresh process."""
+    env = {"PYTHONPATH": str(ROOT / "tests"), "PATH": "/usr/bin:/bin", "HITBENCH_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def measured(out_dir: Path) -> pd.Series:
+    df = hb.load_results(out_dir)
+    return df[df.source == "measured"].set_index(["variant", "seed", "metric"])["value"].sort_index()
+
+
+def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(recipe, tmp_path):
+    sequential = run(recipe, tmp_path / "seq").out_dir
+    proc = hitbench("run", recipe, "--jobs", "3", "--out", tmp_path / "par", cwd=tmp_path, cache=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    out_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1])
+    runs = [f"{v}/seed-{s}" for v in ("q-levels=2", "q-levels=16") for s in (0, 1)]
+    for name in runs:
+        assert f"{name}: started" in proc.stderr and f"{name}: finished in" in proc.stderr
+        assert "finished run " + name in (out_dir / "logs" / (name.replace("/", "-") + ".log")).read_text()
+    pd.testing.assert_series_equal(measured(out_dir), measured(sequential))
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["reused_runs"] == [] and sorted(manifest["runs"]) == sorted(runs)
+    assert "fixture-mae ↓" in proc.stdout
+    again = hitbench("run", recipe, "--jobs", "3", "--out", tmp_path / "par", cwd=tmp_path, cache=tmp_path / "c")
+    assert again.returncode == 0 and "started" not in again.stderr
+    assert "reused finished runs: " + ", ".join(runs) in again.stdout
+
+
+def test_jobs_a_failing_worker_fails_the_command_naming_its_run_and_log(tmp_path):
+    path = tmp_path / "fails.yaml"
+    path.write_text(RECIPE.replace("sweep: {codec.config.levels: [2, 16]}", "sweep: {codec.config.fail: [false, true]}")
+                    .replace("seeds: [0, 1]", "seeds: [0]"))
+    proc = hitbench("run", path, "--jobs", "2", "--out", tmp_path / "o", cwd=tmp_path, cache=tmp_path / "c")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    log = next((tmp_path / "o").glob("*/*/logs/q-fail=True-seed-0.log"))
+    assert f"run q-fail=True/seed-0 failed (worker exit 1); log {log}" in proc.stderr
+    assert "fixture-quantize asked to fail" in proc.stderr  # the log's last lines
+    assert (log.parent.parent / "runs" / "q-fail=False" / "seed-0" / "metrics.csv").is_file()  # the other finished
+    assert not (log.parent.parent / "table.md").exists()
+
+
+def test_cache_training_lock_makes_others_wait_until_the_component_is_complete(tmp_path, capfd):
+    import threading
+
+    from hitvideo_bench import cache
+
+    folder = tmp_path / "tokenizer" / "fixture-abc"
+    held, events = threading.Event(), []
+
+    def trainer():
+        with cache.training_lock(folder):
+            held.set()
+            time.sleep(0.5)
+            cache.mark_complete(folder, {"steps": 1})
+            events.append("trained")
+
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    held.wait()
+    with cache.training_lock(folder):  # a separate open file: flock makes it wait as another process would
+        events.append("complete" if cache.is_complete(folder) else "incomplete")
+    thread.join()
+    assert events == ["trained", "complete"]
+    assert f"waiting for another process to finish {folder}" in capfd.readouterr().err
+    with cache.training_lock(folder):  # free again, no wait
+        pass
+    assert "waiting" not in capfd.readouterr().err
+
+
+def test_jobs_progress_of_a_worker_is_its_latest_progress_bar(tmp_path):
+    from hitvideo_bench.jobs import progress_of
+
+    log = tmp_path / "w.log"
+    assert progress_of(log) == ""  # not written yet
+    log.write_text("hitbench: loading\n" + "".join(f"\rtrain:  {i // 15}%|##   | {i}/1500 [00:0{i % 9}<01:00, l2=0.01]"
+                                                    for i in range(1, 400)))
+    assert progress_of(log) == "train 399/1500"
+    log.write_text(log.read_text() + "\nevaluate: 100%|#####| 8/8 [00:03<00:00, 2.1batch/s]\n")
+    assert progress_of(log) == "evaluate 8/8"
+
+
+def test_jobs_bad_arguments(recipe, tmp_path, capsys):
+    args = ["-p", "hitbench_fixture_plugin", "run", str(recipe), "--out", str(tmp_path / "o")]
+    assert main([*args, "--jobs", "0"]) == 2
+    assert "--jobs 0: needs 1 or more" in capsys.readouterr().err
+    assert main([*args, "--jobs", "2", "--nproc", "2"]) == 2
+    assert "use one of them" in capsys.readouterr().err
+    assert main([*args, "--only", "q-levels=3/seed-0"]) == 2
+    assert "allowed: q-levels=2/seed-0, q-levels=2/seed-1, q-levels=16/seed-0" in capsys.readouterr().err
 
 
 def test_a_metric_that_needs_token_pyramids_is_not_applicable_to_a_codec(tmp_path):

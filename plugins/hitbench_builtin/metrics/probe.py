@@ -365,19 +365,20 @@ def obtain_probe(config: ProbeConfig, clip_shape: tuple[int, int, int], device: 
     key = str(folder)
     if key not in _LOADED:
         weights_path = folder / "model.safetensors"
-        if cache.is_complete(folder) and weights_path.is_file():
-            with torch.device("meta"):  # the cached weights replace the initial ones (and no RNG is drawn)
-                net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
-            net.load_state_dict(load_file(str(weights_path)), assign=True)
-            summary = cache.read_summary(folder)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            net, summary = train_probe(config, data_config, device, folder / "train")
-            tmp = folder / "model.safetensors.part"
-            save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-            tmp.replace(weights_path)
-            cache.mark_complete(folder, {**summary, "identity": identity})
-            shutil.rmtree(folder / "train", ignore_errors=True)  # the resumable checkpoint is no longer needed
+        with cache.training_lock(folder):
+            if cache.is_complete(folder) and weights_path.is_file():
+                with torch.device("meta"):  # the cached weights replace the initial ones (and no RNG is drawn)
+                    net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
+                net.load_state_dict(load_file(str(weights_path)), assign=True)
+                summary = cache.read_summary(folder)
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                net, summary = train_probe(config, data_config, device, folder / "train")
+                tmp = folder / "model.safetensors.part"
+                save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+                tmp.replace(weights_path)
+                cache.mark_complete(folder, {**summary, "identity": identity})
+                shutil.rmtree(folder / "train", ignore_errors=True)  # the resumable checkpoint is no longer needed
         _LOADED[key] = Probe(net.eval(), config, summary)
     probe = _LOADED[key]
     probe.net.to(device)

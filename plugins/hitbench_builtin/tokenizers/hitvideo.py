@@ -60,12 +60,15 @@ weight decay 0.05 on top, 23.69; layer drops on 15 % of the steps instead of 25 
 from lr 7e-4 (23.32), 1.5e-3 (22.74, 2 seeds) or 2e-3 (21.78), betas (0.9, 0.99) (22.73), a gradient clip of 5
 (23.02), latent width 48 (22.87) or 96 (23.31), or entropy weights 0.001 (23.29) and 0.02 (23.18). single-layer
 gained nothing from these (24.68 at first, 24.43 to 24.50 after; one seed each). ``tiny`` uses commitment 0.1,
-weight decay 0.05, layer drops at 15 % and a quarter of the tokens for the entropy terms, for 1500 steps of 8
-clips: the demo (CPU, from an empty cache) reached 23.8 dB (single-layer 24.3) in 14 min 48 s. With 1800 steps
-three demo runs, differing only in float rounding and the coarse layers' entropy sample, reached 23.9 to 24.0
-dB but took 15 min 0 s to 16 min 37 s on a day this machine ran about 35 % slower than two days before, over
-the demo's 15 minutes. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer drops at 25 %,
-MAGVIT-v2's LFQ weights and their own learning rates and batches.
+weight decay 0.05, layer drops at 15 % and a quarter of the tokens for the entropy terms. At 1500 steps of 8 clips
+the demo (CPU, from an empty cache, variants one after the other) reached 23.8 dB (single-layer 24.3) in 14 min
+48 s; 1800 steps reached 23.9 to 24.0 dB in three runs but took 15 to 16.6 min. With the demo's two runs side by
+side (``hitbench run --jobs 2``, one thread each; about 20 % less time for the two tokenizers) ``tiny`` trains
+1800 steps: 24.00 dB (23.9966; single-layer 24.46) in 12 min 50 s. Also tried at 1500 steps (CPU, one thread
+each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with the decoder
+frozen, instead of layer-drop steps: 23.83 / 24.00 dB, no better than layer drops (GPU: 23.89 mean) and 38 %
+dearer in the whole-clip phase. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer drops
+at 25 %, MAGVIT-v2's LFQ weights and their own learning rates and batches.
 
 ``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
 272 at paper scale) so that its token count is close to the multi-layer total, and its output resized
@@ -173,7 +176,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
+        steps=1800, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
         checkpoint_every=500, log_every=100))
 
     presets = {

@@ -6,10 +6,12 @@ output to ``<results>/logs/VARIANT-seed-S.log``. Workers on CPU get an equal sha
 intra-op threads (``OMP_NUM_THREADS``), so that N runs do not fight over the cores; a run's numbers can then
 differ from a sequential run's in float rounding, as with any change of thread count.
 
-Why: the small convolutions and per-op overheads of ``tiny`` training use two threads poorly (measured on 2
-cores: a hitvideo step 173 ms with 2 threads against 294 ms with 1 thread while a second run trained beside it,
-i.e. two runs at once finish about 15 % sooner than one after the other). A worker that fails does not stop
-the others; the command then fails naming each failed run and its log.
+Why: on a small CPU machine, runs side by side keep every core busy through the parts of a run that use one
+thread (the probe, evaluation, start-up) and the small ops that two threads share poorly. Measured with the
+demo on 2 cores from an empty cache (1800 tokenizer steps): one run after the other with 2 threads, 16 min 0 s
+(tokenizers 371 + 363 s, generators 65 + 56 s); ``--jobs 2``, one thread each, 13 min 47 s and 12 min 50 s on
+two runs the same day (tokenizers 684 and 591 s side by side, generators 100 and 89 s). A worker that fails
+does not stop the others; the command then fails naming each failed run and its log.
 """
 
 from __future__ import annotations

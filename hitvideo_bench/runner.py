@@ -21,6 +21,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,9 +90,8 @@ def seed_everything(seed: int) -> None:
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder):  # a name of its own: --jobs workers check the folder at once
+            pass
     except OSError as exc:
         raise BadInput(f"output directory not writable: {folder} ({exc.strerror})") from None
 

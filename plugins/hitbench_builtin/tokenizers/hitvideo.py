@@ -63,8 +63,9 @@ gained nothing from these (24.68 at first, 24.43 to 24.50 after; one seed each).
 weight decay 0.05, layer drops at 15 % and a quarter of the tokens for the entropy terms. At 1500 steps of 8 clips
 the demo (CPU, from an empty cache, variants one after the other) reached 23.8 dB (single-layer 24.3) in 14 min
 48 s; 1800 steps reached 23.9 to 24.0 dB in three runs but took 15 to 16.6 min. With the demo's two runs side by
-side (``hitbench run --jobs 2``, one thread each; about 20 % less time for the two tokenizers) ``tiny`` trains
-1800 steps: 24.00 dB (23.9966; single-layer 24.46) in 12 min 50 s. Also tried at 1500 steps (CPU, one thread
+side (``hitbench run --jobs 2``, one thread each) ``tiny`` trains 1800 steps: 23.9966 dB (single-layer 24.46) in
+12 min 50 s and 13 min 47 s (16 min 0 s one after the other, with 2 threads: 23.88 and 24.45 dB); on all 32
+validation clips instead of the demo's 8, 23.28 dB (single-layer 23.77). Also tried at 1500 steps (CPU, one thread
 each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with the decoder
 frozen, instead of layer-drop steps: 23.83 / 24.00 dB, no better than layer drops (GPU: 23.89 mean) and 38 %
 dearer in the whole-clip phase. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer drops

@@ -58,9 +58,10 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def training_lock(path: Path) -> Iterator[None]:
-    """Hold the lock of the component folder ``path`` (the hidden file ``.<name>.lock`` beside it) for the block: check
-    the cache, train and mark the component complete inside it, so that of several processes needing the same
-    component one trains it and the others wait, then find it complete. The lock goes with its process."""
+    """Hold the lock of the component folder ``path`` (the hidden file ``.<name>.lock`` beside it) for the
+    block: check the cache, train and mark the component complete inside it, so that of several processes
+    needing the same component one trains it and the others wait, then find it complete. The lock goes with
+    its process."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as handle:

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from .recipe import load_recipe
-    from .runner import RunOptions, run_recipe
+    from .runner import RunOptions, recipe_runs, run_recipe
     from .training import is_main_process
 
     resolved = load_recipe(args.recipe, args.sets)
@@ -81,7 +81,7 @@ def cmd_run(args) -> int:
     if args.jobs > 1 and args.nproc > 1:
         raise BadInput(f"--jobs {args.jobs} with --nproc {args.nproc}: use one of them (runs side by side, or "
                        "each run data-parallel)")
-    runs = [f"{v.name}/seed-{seed}" for v in resolved.variants for seed in resolved.recipe.seeds]
+    runs = [name for _, _, name in recipe_runs(resolved)]
     if args.only is not None and args.only not in runs:
         raise BadInput(f"--only {args.only}: {args.recipe} has no such run (allowed: {', '.join(runs)})")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:

@@ -35,6 +35,7 @@ import yaml
 from . import __version__
 from .errors import BadInput, HitbenchError, RunFailed
 from .io import write_json, write_text
+from .jobs import run_workers
 from .manager import get_plugins
 from .recipe import ResolvedRecipe, ResolvedVariant
 from .report import COLUMNS, load_results, write_report, write_results
@@ -96,6 +97,12 @@ def _check_writable(folder: Path) -> None:
         raise BadInput(f"output directory not writable: {folder} ({exc.strerror})") from None
 
 
+def recipe_runs(resolved: ResolvedRecipe) -> list[tuple[ResolvedVariant, int, str]]:
+    """Every variant x seed of a recipe, with its name ``VARIANT/seed-S`` (its folder under ``runs/``)."""
+    return [(variant, seed, f"{variant.name}/seed-{seed}") for variant in resolved.variants
+            for seed in resolved.recipe.seeds]
+
+
 def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     """Run every variant x seed of ``resolved``, then write the tables, plots and manifest."""
     device = init_distributed(resolve_device(options.device))
@@ -109,20 +116,16 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     barrier()
     hook = get_plugins().pm.hook
     started = time.time()
-    runs = [(variant, seed, f"{variant.name}/seed-{seed}") for variant in resolved.variants
-            for seed in resolved.recipe.seeds]
+    runs = recipe_runs(resolved)
     in_workers: list[str] = []
     if options.jobs > 1 and options.only is None:
-        from .jobs import run_workers
-
-        in_workers = [name for variant, seed, name in runs
-                      if not (out_dir / "runs" / variant.name / f"seed-{seed}" / "metrics.csv").exists()]
+        in_workers = [name for _, _, name in runs if not (out_dir / "runs" / name / "metrics.csv").exists()]
         run_workers(in_workers, options.worker_command, options.jobs, out_dir / "logs")
     frames, summaries, reused = [], {}, []
     for variant, seed, name in runs:
         if options.only is not None and name != options.only:
             continue
-        run_dir = out_dir / "runs" / variant.name / f"seed-{seed}"
+        run_dir = out_dir / "runs" / name
         finished = (run_dir / "metrics.csv").exists()  # every rank sees the same: checked after a barrier
         if not main:
             if not finished:

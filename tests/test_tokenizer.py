@@ -149,6 +149,21 @@ def test_residual_blocks_start_as_their_skip_path():
         assert torch.equal(wider(x), wider.skip(x))
 
 
+def test_temporal_conv_gives_the_3d_conv_it_stands_for_and_its_gradients():
+    from hitbench_builtin.tokenizers.hitvideo import temporal_conv
+
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        conv = torch.nn.Conv3d(6, 5, (3, 1, 1), stride=(stride, 1, 1))
+        x = torch.randn(2, 6, 9, 5, 7, requires_grad=True)
+        ours, ref = temporal_conv(x, conv), conv(x)
+        torch.testing.assert_close(ours, ref)
+        grad = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad(ours, (x, conv.weight, conv.bias), grad),
+                        torch.autograd.grad(ref, (x, conv.weight, conv.bias), grad)):
+            torch.testing.assert_close(a, b)
+
+
 def test_training_loss_mixes_l1_and_squared_error_by_their_weights():
     tok = micro(loss={"l1": 0.5, "l2": 3.0}, layer_drop=0.0)
     logs = TokenizerTask(tok, "cpu").training_step({"video": fixture_video(size=32)}, 0, BackwardOnly())

@@ -44,8 +44,8 @@ BUILTINS = [
 #: left-out layers; 5 and 4: squared-error loss at tiny, lr 1e-3, 900 steps, residual branches start at zero;
 #: 6 and 5: tiny trains 1500 steps of 8 clips, on crops for the first half; 7 and 6: tiny's commitment 0.1, weight
 #: decay 0.05, layer drops at 15 %, entropy from a quarter of the tokens, single-layer crops after its resize;
-#: 8 and 7: tiny trains 1800 steps)
-VERSIONS = {("tokenizer", "hitvideo"): "8", ("tokenizer", "single-layer"): "7"}
+#: 8 and 7: tiny trains 1800 steps; 9 and 8: temporal convs as 2D convs (other float rounding), tiny trains 2400 steps)
+VERSIONS = {("tokenizer", "hitvideo"): "9", ("tokenizer", "single-layer"): "8"}
 
 
 @hookimpl

@@ -63,13 +63,21 @@ gained nothing from these (24.68 at first, 24.43 to 24.50 after; one seed each).
 weight decay 0.05, layer drops at 15 % and a quarter of the tokens for the entropy terms. At 1500 steps of 8 clips
 the demo (CPU, from an empty cache, variants one after the other) reached 23.8 dB (single-layer 24.3) in 14 min
 48 s; 1800 steps reached 23.9 to 24.0 dB in three runs but took 15 to 16.6 min. With the demo's two runs side by
-side (``hitbench run --jobs 2``, one thread each) ``tiny`` trains 1800 steps: 23.9966 dB (single-layer 24.46) in
-12 min 50 s and 13 min 47 s (16 min 0 s one after the other, with 2 threads: 23.88 and 24.45 dB); on all 32
-validation clips instead of the demo's 8, 23.28 dB (single-layer 23.77). Also tried at 1500 steps (CPU, one thread
-each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with the decoder
-frozen, instead of layer-drop steps: 23.83 / 24.00 dB, no better than layer drops (GPU: 23.89 mean) and 38 %
-dearer in the whole-clip phase. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer drops
-at 25 %, MAGVIT-v2's LFQ weights and their own learning rates and batches.
+side (``hitbench run --jobs 2``, one thread each) 1800 steps gave 23.9966 dB (single-layer 24.46) in 12 min 50 s and
+13 min 47 s; on all 32 validation clips 23.28 dB (single-layer 23.77). On one thread PyTorch ran the temporal
+``k x 1 x 1`` convs on its slow reference kernels (see :func:`temporal_conv`); as 2D convs, a step beside the other
+run became about 1.4x faster (2400 steps in 537 s where 1800 had taken 585 s), and ``tiny`` trains 2400 steps
+(hitvideo 24.17 dB on the demo's 8 clips, 23.44 on all 32, seed 0; 2700 steps gave 24.25 / 23.60 but the demo
+then took 14 min 30 s). Tried (CPU, one thread each, seed 0, figures on the 8 / 32 clips), none better: patch size 4
+with no down-sampling at the first level (a step 22 % cheaper): 3400 steps in 551 s, 24.20 / 23.46 (2400 steps of
+``tiny`` in 537 s: 24.17 / 23.44); with two residual blocks per level as well, 1900 steps in 379 s, 23.70 / 22.80;
+against ``tiny`` at 1800 steps (23.97 / 23.23): a 13-bit dense layer (23.87 / 23.12) or the coarse layers' gradients
+reaching the main encoder (23.98 / 23.18). Neither tokenizer reproduces the background's fine texture (the
+reconstruction holds 2 to 3 % of it), which is about 30 % of the remaining squared error. Also tried at 1500 steps
+(CPU, one thread each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with
+the decoder frozen, instead of layer-drop steps: 23.83 / 24.00 dB, no better than layer drops (GPU: 23.89 mean) and
+38 % dearer in the whole-clip phase. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer
+drops at 25 %, MAGVIT-v2's LFQ weights and their own learning rates and batches.
 
 ``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
 272 at paper scale) so that its token count is close to the multi-layer total, and its output resized
@@ -177,7 +185,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1800, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
+        steps=2400, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
         checkpoint_every=500, log_every=100))
 
     presets = {
@@ -288,7 +296,19 @@ class CausalConv3d(nn.Module):
             x = F.conv3d(x, sp.weight.unsqueeze(2), sp.bias, stride=(1, *sp.stride), padding=(0, *sp.padding))
         if self.time_pad:
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
+        if self.spatial is not None:
+            return temporal_conv(x, self.conv)
         return self.conv(x)
+
+
+def temporal_conv(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    """A ``k x 1 x 1`` 3D conv computed as a ``k x 1`` 2D conv over (time, pixels): the same result, but oneDNN
+    takes it at any thread count, whereas PyTorch sends a 3D conv with a 1 x 1 spatial kernel on one thread to its
+    slow reference kernels (measured on CPU, one thread: 25 ms forward and backward at 2x32x18x32x32, 17 ms
+    as a 2D conv; at batch 8, 16x16: 36 against 15 ms)."""
+    b, c, t, h, w = x.shape
+    y = F.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), conv.bias, stride=(conv.stride[0], 1))
+    return y.view(b, y.shape[1], y.shape[2], h, w)
 
 
 class FrameNorm(nn.GroupNorm):

@@ -10,8 +10,11 @@ Why: on a small CPU machine, runs side by side keep every core busy through the 
 thread (the probe, evaluation, start-up) and the small ops that two threads share poorly. Measured with the
 demo on 2 cores from an empty cache (1800 tokenizer steps): one run after the other with 2 threads, 16 min 0 s
 (tokenizers 371 + 363 s, generators 65 + 56 s); ``--jobs 2``, one thread each, 13 min 47 s and 12 min 50 s on
-two runs the same day (tokenizers 684 and 591 s side by side, generators 100 and 89 s). A worker that fails
-does not stop the others; the command then fails naming each failed run and its log.
+two runs the same day (tokenizers 684 and 591 s side by side, generators 100 and 89 s). Those tokenizers still
+ran their temporal convs on PyTorch's slow one-thread kernels; computed as 2D convs, the demo's tokenizers train
+2400 steps side by side in 714 and 627 s (13 min 58 s in all; benchmarks/RESULTS.md has the table).
+
+A worker that fails does not stop the others; the command then fails naming each failed run and its log.
 """
 
 from __future__ import annotations

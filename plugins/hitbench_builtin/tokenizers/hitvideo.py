@@ -66,7 +66,7 @@ the demo (CPU, from an empty cache, variants one after the other) reached 23.8 d
 side (``hitbench run --jobs 2``, one thread each) 1800 steps gave 23.9966 dB (single-layer 24.46) in 12 min 50 s and
 13 min 47 s; on all 32 validation clips 23.28 dB (single-layer 23.77). On one thread PyTorch ran the temporal
 ``k x 1 x 1`` convs on its slow reference kernels (see :func:`temporal_conv`); as 2D convs, a step beside the other
-run became about 1.4x faster (2400 steps in 537 s where 1800 had taken 585 s), and ``tiny`` trains 2400 steps
+run became about 1.25x faster in the demo (hitvideo 328 to 261 ms, single-layer 380 to 298 ms), and ``tiny`` trains 2400 steps
 (hitvideo 24.17 dB on the demo's 8 clips, 23.44 on all 32, seed 0; 2700 steps gave 24.25 / 23.60 but the demo
 then took 14 min 30 s). Tried (CPU, one thread each, seed 0, figures on the 8 / 32 clips), none better: patch size 4
 with no down-sampling at the first level (a step 22 % cheaper): 3400 steps in 551 s, 24.20 / 23.46 (2400 steps of
@@ -304,8 +304,9 @@ class CausalConv3d(nn.Module):
 def temporal_conv(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     """A ``k x 1 x 1`` 3D conv computed as a ``k x 1`` 2D conv over (time, pixels): the same result, but oneDNN
     takes it at any thread count, whereas PyTorch sends a 3D conv with a 1 x 1 spatial kernel on one thread to its
-    slow reference kernels (measured on CPU, one thread: 25 ms forward and backward at 2x32x18x32x32, 17 ms
-    as a 2D conv; at batch 8, 16x16: 36 against 15 ms)."""
+    slow reference kernels. Measured on CPU, one thread, beside another training process: forward and backward
+    25 ms at 2x32x18x32x32 and 17 ms as a 2D conv; at 8x32x18x16x16, 36 and 15 ms. These kernels suffer most from a
+    neighbour: alone on the machine, a tiny training step gained 6 % (whole clips) to 18 % (crops)."""
     b, c, t, h, w = x.shape
     y = F.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), conv.bias, stride=(conv.stride[0], 1))
     return y.view(b, y.shape[1], y.shape[2], h, w)

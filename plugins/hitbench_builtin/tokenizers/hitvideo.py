@@ -66,12 +66,13 @@ the demo (CPU, from an empty cache, variants one after the other) reached 23.8 d
 side (``hitbench run --jobs 2``, one thread each) 1800 steps gave 23.9966 dB (single-layer 24.46) in 12 min 50 s and
 13 min 47 s; on all 32 validation clips 23.28 dB (single-layer 23.77). On one thread PyTorch ran the temporal
 ``k x 1 x 1`` convs on its slow reference kernels (see :func:`temporal_conv`); as 2D convs, a step beside the other
-run became about 1.25x faster in the demo (hitvideo 328 to 261 ms, single-layer 380 to 298 ms), and ``tiny`` trains 2400 steps
-(hitvideo 24.17 dB on the demo's 8 clips, 23.44 on all 32, seed 0; 2700 steps gave 24.25 / 23.60 but the demo
-then took 14 min 30 s). Tried (CPU, one thread each, seed 0, figures on the 8 / 32 clips), none better: patch size 4
+run became about 1.25x faster in the demo (hitvideo 328 to 261 ms, single-layer 380 to 298 ms), and ``tiny`` trains
+2400 steps: in the demo 24.20 dB (single-layer 24.68), 23.48 on all 32 validation clips (single-layer 24.12), in 13
+min 58 s; 2700 steps gave 24.29 dB but the demo took 14 min 30 s. Tried (CPU, one thread each, seed 0; the mean
+of per-clip PSNR on the 8 / 32 clips, which puts ``tiny`` at 2400 steps at 24.17 / 23.44), none better: patch size 4
 with no down-sampling at the first level (a step 22 % cheaper): 3400 steps in 551 s, 24.20 / 23.46 (2400 steps of
-``tiny`` in 537 s: 24.17 / 23.44); with two residual blocks per level as well, 1900 steps in 379 s, 23.70 / 22.80;
-against ``tiny`` at 1800 steps (23.97 / 23.23): a 13-bit dense layer (23.87 / 23.12) or the coarse layers' gradients
+``tiny`` took 537 s); with two residual blocks per level as well, 1900 steps in 379 s, 23.70 / 22.80; against
+``tiny`` at 1800 steps (23.97 / 23.23): a 13-bit dense layer (23.87 / 23.12) or the coarse layers' gradients
 reaching the main encoder (23.98 / 23.18). Neither tokenizer reproduces the background's fine texture (the
 reconstruction holds 2 to 3 % of it), which is about 30 % of the remaining squared error. Also tried at 1500 steps
 (CPU, one thread each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with

@@ -68,17 +68,18 @@ side (``hitbench run --jobs 2``, one thread each) 1800 steps gave 23.9966 dB (si
 ``k x 1 x 1`` convs on its slow reference kernels (see :func:`temporal_conv`); as 2D convs, a step beside the other
 run became about 1.25x faster in the demo (hitvideo 328 to 261 ms, single-layer 380 to 298 ms), and ``tiny`` trains
 2400 steps: in the demo 24.20 dB (single-layer 24.68), 23.48 on all 32 validation clips (single-layer 24.12), in 13
-min 58 s; 2700 steps gave 24.29 dB but the demo took 14 min 30 s. Tried (CPU, one thread each, seed 0; the mean
-of per-clip PSNR on the 8 / 32 clips, which puts ``tiny`` at 2400 steps at 24.17 / 23.44), none better: patch size 4
-with no down-sampling at the first level (a step 22 % cheaper): 3400 steps in 551 s, 24.20 / 23.46 (2400 steps of
-``tiny`` took 537 s); with two residual blocks per level as well, 1900 steps in 379 s, 23.70 / 22.80; against
-``tiny`` at 1800 steps (23.97 / 23.23): a 13-bit dense layer (23.87 / 23.12) or the coarse layers' gradients
-reaching the main encoder (23.98 / 23.18). Neither tokenizer reproduces the background's fine texture (the
-reconstruction holds 2 to 3 % of it), which is about 30 % of the remaining squared error. Also tried at 1500 steps
-(CPU, one thread each, seeds 0 / 1): every full-decode step also decoding one clip from a random k < 4 layers with
-the decoder frozen, instead of layer-drop steps: 23.83 / 24.00 dB, no better than layer drops (GPU: 23.89 mean) and
-38 % dearer in the whole-clip phase. ``small`` and ``paper`` keep L1, betas (0.9, 0.99), no weight decay, layer
-drops at 25 %, MAGVIT-v2's LFQ weights and their own learning rates and batches.
+min 58 s; 2700 steps gave 24.29 dB but the demo took 14 min 30 s. Tried (CPU, one thread each, seed 0; the mean of
+per-clip PSNR on the 8 / 32 clips, which puts ``tiny`` at 2400 steps at 24.17 / 23.44, and at 24.32 / 23.54 and
+24.25 / 23.61 with seeds 1 and 2), none better: patch size 4 with no down-sampling at the first level (a step 22 %
+cheaper): 3400 steps in 551 s, 24.20 / 23.46 (2400 steps of ``tiny`` took 537 s); with two residual blocks per level
+as well, 1900 steps in 379 s, 23.70 / 22.80; against ``tiny`` at 1800 steps (23.97 / 23.23): a 13-bit dense layer
+(23.87 / 23.12) or the coarse layers' gradients reaching the main encoder (23.98 / 23.18). Neither tokenizer
+reproduces the background's fine texture (the reconstruction holds 2 to 3 % of it), which is about 30 % of the
+remaining squared error. Also tried at 1500 steps (CPU, one thread each, seeds 0 / 1): every full-decode step also
+decoding one clip from a random k < 4 layers with the decoder frozen, instead of layer-drop steps: 23.83 / 24.00 dB,
+no better than layer drops (GPU: 23.89 mean) and 38 % dearer in the whole-clip phase. ``small`` and ``paper`` keep
+L1, betas (0.9, 0.99), no weight decay, layer drops at 25 %, MAGVIT-v2's LFQ weights and their own learning rates
+and batches.
 
 ``single-layer`` is the same VAE with one LFQ layer; its input is resized by ``interpolate`` (256 ->
 272 at paper scale) so that its token count is close to the multi-layer total, and its output resized

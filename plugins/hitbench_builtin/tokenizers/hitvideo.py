@@ -305,10 +305,11 @@ class CausalConv3d(nn.Module):
 
 def temporal_conv(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
     """A ``k x 1 x 1`` 3D conv computed as a ``k x 1`` 2D conv over (time, pixels): the same result, but oneDNN
-    takes it at any thread count, whereas PyTorch sends a 3D conv with a 1 x 1 spatial kernel on one thread to its
-    slow reference kernels. Measured on CPU, one thread, beside another training process: forward and backward
-    25 ms at 2x32x18x32x32 and 17 ms as a 2D conv; at 8x32x18x16x16, 36 and 15 ms. These kernels suffer most from a
-    neighbour: alone on the machine, a tiny training step gained 6 % (whole clips) to 18 % (crops)."""
+    takes it at any thread count, whereas PyTorch sends a 3D conv with a 1 x 1 spatial kernel, stride 1 and a batch
+    under 16 on one thread to its slow reference kernels (checked with the profiler). Measured on CPU, one thread,
+    beside another training process, forward and backward: 25 ms at 2x32x18x32x32, 17 ms as a 2D conv; at
+    8x32x18x16x16, 36 and 15 ms. These kernels suffer most from a neighbour: alone on the machine, a tiny training
+    step gained 6 % (whole clips) to 18 % (crops)."""
     b, c, t, h, w = x.shape
     y = F.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), conv.bias, stride=(conv.stride[0], 1))
     return y.view(b, y.shape[1], y.shape[2], h, w)

@@ -198,10 +198,27 @@ def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:
     return ComponentRef(name=base["name"], preset=preset, config=config.model_dump(mode="json", exclude={"preset"}))
 
 
-def component_lock(folder: Path) -> contextlib.AbstractContextManager:
-    """The cache's training lock on ``folder``, taken by rank 0 alone under torchrun (the other ranks train
-    with it, in step through the barriers)."""
-    return cache.training_lock(folder) if is_main_process() else contextlib.nullcontext()
+def cached_component(ctx: RunContext, key: str, kind: str, name: str, folder: Path, load: Callable[[], Any],
+                     train: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
+    """The component whose cache folder is ``folder``: ``load()`` when the folder is complete, else ``train()``
+    (the component and its training summary), then saved and marked complete by rank 0; its summary goes to
+    ``ctx.summary[key]``. All of it under the cache's training lock, so that of several processes needing the
+    component one trains it and the others load it; under torchrun rank 0 alone takes the lock (the other ranks
+    train with it, in step through the barriers)."""
+    from .checkpoint import save_pretrained
+
+    with cache.training_lock(folder) if is_main_process() else contextlib.nullcontext():
+        barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
+        if ctx.use_cache and cache.is_complete(folder):
+            ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
+            return load()
+        component, summary = train()
+        if is_main_process():
+            save_pretrained(component, folder, kind, name)
+            cache.mark_complete(folder, summary)
+        barrier()
+    ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
+    return component.eval()
 
 
 def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
@@ -211,7 +228,7 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
 
     A wrapper tokenizer (e.g. ``masked``) gets its trained base first, through the same cache.
     """
-    from .checkpoint import load_tokenizer, save_pretrained
+    from .checkpoint import load_tokenizer
 
     ref = ref or ctx.variant.spec.tokenizer
     deps: dict[str, Any] = {}
@@ -226,21 +243,15 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
         return tokenizer.to(ctx.device).eval(), None
     identity = tokenizer_identity(ctx, ref, train_ds)
     folder = cache.component_dir("tokenizer", ref.name, identity)
-    with component_lock(folder):
-        barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
-        if ctx.use_cache and cache.is_complete(folder):
-            ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
-            return load_tokenizer(folder).to(ctx.device).eval(), folder
+
+    def train() -> tuple[Tokenizer, dict[str, Any]]:
         tokenizer.to(ctx.device)
         fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
-        summary = tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
-                                progress=ctx.progress, eval_fn=fit_eval)
-        if is_main_process():
-            save_pretrained(tokenizer, folder, "tokenizer", ref.name)
-            cache.mark_complete(folder, summary)
-        barrier()
-    ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
-    return tokenizer.eval(), folder
+        return tokenizer, tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+                                        progress=ctx.progress, eval_fn=fit_eval)
+
+    return cached_component(ctx, key, "tokenizer", ref.name, folder,
+                            lambda: load_tokenizer(folder).to(ctx.device).eval(), train), folder
 
 
 def curve_eval(ctx: RunContext, eval_ds: VideoDataset) -> Callable[[Tokenizer, int], dict[str, float]] | None:
@@ -347,7 +358,7 @@ def tokenize_dataset(tokenizer: Tokenizer, dataset: VideoDataset, folder: Path |
 def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | None,
                      train_ds: VideoDataset) -> Any:
     """Train the variant's generator on the tokenized train split, or reuse it from the cache."""
-    from .checkpoint import load_pretrained, save_pretrained
+    from .checkpoint import load_pretrained
 
     ref = ctx.variant.spec.generator
     spec = ctx.catalog.get("generator", ref.name)
@@ -355,22 +366,16 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
                 "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
                 "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
-    with component_lock(folder):
-        barrier()
-        if ctx.use_cache and cache.is_complete(folder):
-            ctx.summary["generator"] = {"cached": str(folder), **cache.read_summary(folder)}
-            return load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval()
+
+    def train() -> tuple[Any, dict[str, Any]]:
         generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
         pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
                                              ctx.variant.spec.evaluate.batch_size)
-        summary = generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
-                                progress=ctx.progress)
-        if is_main_process():
-            save_pretrained(generator, folder, "generator", ref.name)
-            cache.mark_complete(folder, summary)
-        barrier()
-    ctx.summary["generator"] = {"cached": str(folder), "trained_now": True, **summary}
-    return generator.eval()
+        return generator, generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device,
+                                        seed=ctx.seed, progress=ctx.progress)
+
+    return cached_component(ctx, "generator", "generator", ref.name, folder,
+                            lambda: load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval(), train)
 
 
 def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_ds: VideoDataset) -> list[Row]:

@@ -276,6 +276,9 @@ class BenchMetric(Metric):
     inputs: ClassVar[tuple[str, ...]] = ("pred", "target")
     stages: ClassVar[tuple[str, ...]] = ("reconstruction",)
     higher_is_better: ClassVar[bool | None] = None
+    #: the value is the mean over clips of a value each clip has alone (PSNR, SSIM): the runner then also scores
+    #: every clip by itself, for confidence intervals and paired claims (see hitvideo_bench.claims)
+    per_clip: ClassVar[bool] = False
     full_state_update: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None, **kwargs):

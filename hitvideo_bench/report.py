@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .claims import load_per_clip, write_claims
 from .errors import BadInput
 from .io import atomic_path, write_text
 
@@ -245,10 +246,22 @@ def _member_label(variant: str, group: str) -> str:
     return label or "base"
 
 
-def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path) -> list[Path]:
-    """Tidy metrics.csv, the tables and the plots of a recipe run."""
-    return render(df, resolved.recipe.table, resolved.recipe.plots, [v.name for v in resolved.variants],
-                  out_dir, resolved.recipe.description or resolved.name)
+def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path, per_clip: pd.DataFrame | None = None
+                 ) -> list[Path]:
+    """Tidy metrics.csv, the tables, the claims and the plots of a recipe run."""
+    recipe = resolved.recipe
+    variants = [v.name for v in resolved.variants]
+    files = render(df, recipe.table, recipe.plots, variants, out_dir, recipe.description or resolved.name)
+    if per_clip is not None and not per_clip.empty:
+        write_text(out_dir / "per_clip.csv", per_clip.to_csv(index=False))
+        files.append(out_dir / "per_clip.csv")
+    return files + write_claims(per_clip if per_clip is not None else load_per_clip(out_dir), recipe.claims,
+                                table_metrics(df, recipe.table), variants, out_dir)
+
+
+def table_metrics(df: pd.DataFrame, table: TableSpec) -> list[str]:
+    """The metrics a table shows: its ``columns``, else every final metric."""
+    return table.columns or list(dict.fromkeys(_final(df)["metric"]))
 
 
 def render(df: pd.DataFrame, table: TableSpec, plots: list[PlotSpec], variant_order: list[str], out_dir: Path,
@@ -266,7 +279,7 @@ def rerender(results_dir: str | Path) -> list[Path]:
     """``hitbench table DIR``: re-render tables and plots from ``metrics.csv`` and ``resolved.yaml``."""
     import yaml
 
-    from .recipe.schema import PlotSpec, TableSpec
+    from .recipe.schema import ClaimSpec, PlotSpec, TableSpec
 
     results_dir = Path(results_dir)
     df = load_results(results_dir)
@@ -276,8 +289,10 @@ def rerender(results_dir: str | Path) -> list[Path]:
     data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
     table = TableSpec.model_validate(data.get("table", {}))
     plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
-    return render(df, table, plots, list(data.get("variants", {})), results_dir,
-                  data.get("description") or data.get("recipe", results_dir.name))
+    claims = [ClaimSpec.model_validate(c) for c in data.get("claims", [])]
+    variants = list(data.get("variants", {}))
+    files = render(df, table, plots, variants, results_dir, data.get("description") or data.get("recipe", results_dir.name))
+    return files + write_claims(load_per_clip(results_dir), claims, table_metrics(df, table), variants, results_dir)
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,

@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from . import __version__
+from .claims import PER_CLIP_COLUMNS, load_per_clip
 from .errors import BadInput, HitbenchError, RunFailed
 from .io import write_json, write_text
 from .jobs import run_workers
@@ -121,7 +122,7 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     if options.jobs > 1 and options.only is None:
         in_workers = [name for _, _, name in runs if not (out_dir / "runs" / name / "metrics.csv").exists()]
         run_workers(in_workers, options.worker_command, options.jobs, out_dir / "logs")
-    frames, summaries, reused = [], {}, []
+    frames, clip_frames, summaries, reused = [], [], {}, []
     for variant, seed, name in runs:
         if options.only is not None and name != options.only:
             continue
@@ -147,6 +148,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
             hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
                                        run_dir=run_dir)
         barrier()  # once per run on every rank, reused or not
+        if main:
+            clip_frames.append(load_per_clip(run_dir))
         summary_path = run_dir / "summary.json"
         if summary_path.exists():
             summaries[name] = yaml.safe_load(summary_path.read_text())
@@ -155,7 +158,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     if not main:
         return RecipeResult(out_dir, pd.DataFrame(columns=COLUMNS), [], reused)
     results = pd.concat(frames + [_reference_rows(resolved)], ignore_index=True)[COLUMNS]
-    files = write_report(results, resolved, out_dir)
+    per_clip = pd.concat(clip_frames, ignore_index=True) if clip_frames else pd.DataFrame(columns=PER_CLIP_COLUMNS)
+    files = write_report(results, resolved, out_dir, per_clip)
     write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused))
     hook.hitbench_report_written(results=results, out_dir=out_dir, files=files)
     return RecipeResult(out_dir, results, files, reused)
@@ -179,7 +183,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     try:
         eval_ds = ctx.eval_dataset()
         clip_shape = tuple(eval_ds.clip_shape)
-        if ev.compression and not train_only:
+        if ev.compression and spec.tokenizer is not None and not train_only:
             with torch.device("meta"):
                 rows += compression_rows(ctx.create("tokenizer"), clip_shape)
         needs_model = bool(ev.reconstruction or ev.layers or ev.curve or spec.generator)
@@ -206,6 +210,12 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     df.insert(1, "variant", variant.name)
     df.insert(2, "seed", seed)
     df["source"] = df.pop("timing").map({True: "timing", False: "measured"})
+    if ctx.per_clip:  # before metrics.csv, whose presence marks the run finished
+        clips = pd.DataFrame(ctx.per_clip)
+        clips.insert(0, "recipe", resolved.name)
+        clips.insert(1, "variant", variant.name)
+        clips.insert(2, "seed", seed)
+        write_text(run_dir / "per_clip.csv", clips[PER_CLIP_COLUMNS].to_csv(index=False))
     summary = {"variant": variant.name, "seed": seed, "wall_s": round(time.perf_counter() - started, 3),
                "torch_threads": torch.get_num_threads(),
                "clip_shape": list(clip_shape), **ctx.summary}

@@ -43,6 +43,8 @@ class RunContext:
     summary: dict[str, Any] = field(default_factory=dict)
     #: under torchrun, processes other than rank 0 only take part in training
     train_only: bool = False
+    #: per-clip values of the metrics that have them: ``{metric, clip, value}``
+    per_clip: list[dict[str, Any]] = field(default_factory=list)
 
     def create(self, field_name: str, **deps: Any) -> Any:
         ref = getattr(self.variant.spec, field_name)
@@ -80,10 +82,23 @@ def clip_batches(dataset: VideoDataset, count: int, batch_size: int, device: tor
 # ------------------------------------------------------------------------------------------- metrics
 
 
+def one_clip(value: Any, i: int) -> Any:
+    """Clip ``i`` of a batched metric input (tensors and lists by their first index), or None when it has none."""
+    if isinstance(value, (torch.Tensor, list)):
+        return value[i:i + 1]
+    return None
+
+
 class MetricSet:
-    """The metrics of one stage; a metric whose weights are missing is kept as ``unavailable``."""
+    """The metrics of one stage; a metric whose weights are missing is kept as ``unavailable``.
+
+    Metrics that declare ``per_clip`` are also scored clip by clip, by a second copy of the metric reset for
+    each clip: :meth:`clip_rows` gives those values (for confidence intervals and paired claims).
+    """
 
     def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
+        self.clip_values: dict[str, list[float]] = {}
+        self.scratch: dict[str, BenchMetric] = {}
         self.metrics: dict[str, BenchMetric] = {}
         self.unavailable: dict[str, str] = {}
         self.not_applicable: dict[str, str] = {}
@@ -112,6 +127,30 @@ class MetricSet:
             except WeightsUnavailable as exc:
                 self.unavailable[name] = exc.hint
                 del self.metrics[name]
+                continue
+            if metric.per_clip:
+                self._score_clips(name, metric, {k: inputs[k] for k in metric.inputs})
+
+    def _score_clips(self, name: str, metric: BenchMetric, inputs: dict[str, Any]) -> None:
+        scratch = self.scratch.setdefault(name, metric.clone())
+        batch = len(inputs["pred"]) if "pred" in inputs else len(next(iter(inputs.values())))
+        for i in range(batch):
+            clip = {k: one_clip(v, i) for k, v in inputs.items()}
+            if any(v is None for v in clip.values()):
+                return
+            scratch.reset()
+            scratch.update(**clip)
+            value = scratch.compute()
+            if isinstance(value, dict):
+                if "" not in value:
+                    return
+                value = value[""]
+            self.clip_values.setdefault(name + self.suffix, []).append(float(value))
+
+    def clip_rows(self) -> list[dict[str, Any]]:
+        """``{metric, clip, value}`` for every clip scored alone, clips numbered in evaluation order."""
+        return [{"metric": name, "clip": i, "value": v} for name, values in self.clip_values.items()
+                for i, v in enumerate(values)]
 
     def rows(self, step: int | None = None) -> list[Row]:
         out: list[Row] = []
@@ -155,7 +194,8 @@ def metric_inputs(batch: dict[str, Any], pred: torch.Tensor, compressed=None) ->
 
 
 def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> list[Row]:
-    """Table 1 / Table 4: per-layer grid, compression, quant dim, codebook, tokens; totals, ratio, nominal bpp."""
+    """Table 1 / Table 4: per-layer grid, compression, quant dim, codebook, tokens; totals (tokens and nominal bits
+    per clip), ratio, nominal bpp."""
     T, H, W = clip_shape
     grids = tokenizer.token_grid_shapes(T, H, W)
     sizes = tokenizer.codebook_sizes
@@ -172,6 +212,7 @@ def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> 
                  row(f"tokens/L{layer}", float(n))]
     pixels = T * H * W
     rows += [row("tokens", float(total_tokens), False),
+             row("bits_nominal", total_bits, False),
              row("compression_ratio", pixels / total_tokens, True),
              row("bpp_nominal", total_bits / pixels, False)]
     return rows
@@ -320,6 +361,8 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
                 pred = compressor.decode(compressed.pyramid, layers=k).clamp(0, 1)
                 metrics.update(**metric_inputs(batch, pred, compressed))
     rows = full.rows() + [r for metrics in partial.values() for r in metrics.rows()]
+    for metrics in [full, *partial.values()]:
+        ctx.per_clip += metrics.clip_rows()
     for name, values in per_clip.items():
         rows.append(row(name, sum(values) / len(values)))
     rows.append(row("compress_s_per_clip", seconds / max(clips, 1), False, timing=True))

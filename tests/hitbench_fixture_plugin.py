@@ -77,6 +77,7 @@ class FixtureMAE(BenchMetric):
     """Fixture metric: mean absolute error."""
 
     higher_is_better = False
+    per_clip = True
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

@@ -291,6 +291,13 @@ def _check_names(recipe: Recipe, variants: list[ResolvedVariant], located: Locat
     if dupes:
         problems.append(Problem(f"sweep produced duplicate variant names: {', '.join(dupes)}",
                                 *located.locate("sweep"), "sweep"))
+    for i, claim in enumerate(recipe.claims):
+        for term in claim.contrast:
+            name = term.split(":", 1)[0]
+            if name not in names:
+                path = f"claims.{i}.contrast.{term}"
+                problems.append(Problem(f"claim {claim.id!r} names variant {name!r}, which this recipe does not have "
+                                        f"(variants: {', '.join(names)})", *located.locate(path), path))
     for i, plot in enumerate(recipe.plots):
         if plot.kind == "layers" and not any(v.spec.evaluate.layers for v in variants):
             path = f"plots.{i}"

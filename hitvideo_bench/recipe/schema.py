@@ -114,6 +114,25 @@ class PlotSpec(Strict):
         None, description="bar plots: group name -> variants, drawn as grouped bars")
 
 
+class ClaimSpec(Strict):
+    """A paper claim tested as a paired comparison: a contrast of variants on one metric, clip by clip.
+
+    ``contrast`` weights variants (e.g. ``{hitvideo: 1, single-layer: -1}`` for "hitvideo is better"; four
+    weights for a difference of differences); a term ``VARIANT:METRIC`` takes another metric of that variant
+    (e.g. ``{hitvideo:psnr@2: 1, hitvideo:psnr@1: -1}``: what the second layer adds). The report bootstraps the contrast's mean over clips (and seeds,
+    when there are several), and gives a verdict: *holds* when the confidence interval lies on the ``expect``
+    side of zero, *reversed* when it lies on the other, else *inconclusive*.
+    """
+
+    id: str
+    claim: str = Field(description="the paper's claim, in words")
+    source: str = Field("", description="where the paper makes it (section, figure)")
+    metric: str = Field(description="a metric with per-clip values (e.g. psnr, psnr@1, ssim)")
+    contrast: dict[str, float] = Field(min_length=1, description="VARIANT or VARIANT:METRIC -> weight")
+    expect: Literal["positive", "negative"] = "positive"
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
 class ReferenceRow(Strict):
     """A row copied from a paper, shown marked with its source; never mixed with measured values."""
 
@@ -139,6 +158,7 @@ class Recipe(Strict):
     table: TableSpec = Field(default_factory=TableSpec)
     plots: list[PlotSpec] = Field(default_factory=list)
     references: list[ReferenceRow] = Field(default_factory=list)
+    claims: list[ClaimSpec] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod

@@ -13,6 +13,8 @@ BUILTINS = [
     ("codec", "x264", f"{_P}.codecs.pyav:X264Codec", "H.264 (libx264) through PyAV, bare bitstream counted"),
     ("codec", "x265", f"{_P}.codecs.pyav:X265Codec", "HEVC (libx265) through PyAV, bare bitstream counted"),
     ("codec", "svtav1", f"{_P}.codecs.pyav:SvtAv1Codec", "AV1 (SVT-AV1) through PyAV, bare bitstream counted"),
+    ("codec", "mean-colour", f"{_P}.codecs.reference:MeanColour",
+     "reference floor: every pixel the clip's mean colour (24 bits a clip)"),
     ("metric", "psnr", f"{_P}.metrics.pixel:PSNR", "mean over frames of per-frame PSNR, data range 1"),
     ("metric", "ssim", f"{_P}.metrics.pixel:SSIM", "mean over frames of SSIM (gaussian 11, sigma 1.5)"),
     ("metric", "ms-ssim", f"{_P}.metrics.pixel:MSSSIM", "MS-SSIM per frame; fewer scales on small frames"),
@@ -44,8 +46,9 @@ BUILTINS = [
 #: left-out layers; 5 and 4: squared-error loss at tiny, lr 1e-3, 900 steps, residual branches start at zero;
 #: 6 and 5: tiny trains 1500 steps of 8 clips, on crops for the first half; 7 and 6: tiny's commitment 0.1, weight
 #: decay 0.05, layer drops at 15 %, entropy from a quarter of the tokens, single-layer crops after its resize;
-#: 8 and 7: tiny trains 1800 steps; 9 and 8: temporal convs as 2D convs (other float rounding), tiny trains 2400 steps)
-VERSIONS = {("tokenizer", "hitvideo"): "9", ("tokenizer", "single-layer"): "8"}
+#: 8 and 7: tiny trains 1800 steps; 9 and 8: temporal convs as 2D convs (other float rounding), tiny trains 2400 steps;
+#: 10 and 9: residual coarse-to-fine hierarchy with learned up-sampling stages, progressive training at every preset)
+VERSIONS = {("tokenizer", "hitvideo"): "10", ("tokenizer", "single-layer"): "9"}
 
 
 @hookimpl

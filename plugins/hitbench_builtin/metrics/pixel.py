@@ -33,6 +33,7 @@ class FramewiseMetric(BenchMetric):
     inputs = ("pred", "target")
     stages = ("reconstruction",)
     higher_is_better = True
+    per_clip = True  # every clip has the same number of frames: the mean over clips is the mean over frames
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

@@ -10,8 +10,10 @@ counted as side information (1 bit per maskable position, or its binary entropy 
 
 Fill strategies before decoding: ``repeat`` (the latent of the same position in the previous latent
 frame, which after filling frame by frame is the last kept one), ``zero`` (a zero latent vector) and
-``learned`` (a trained mask embedding; ``fit`` trains it, and optionally the decoder, with the base
-tokenizer otherwise frozen).
+``learned`` (a trained mask embedding). The paper compares the fills "for the same training iterations": with
+``train.steps`` > 0 and ``finetune_decoder`` every strategy fine-tunes the base's decoder for that many steps
+under its own fill (``learned`` trains its embedding too), the base otherwise frozen; ``fill_train_steps`` is
+reported with the results.
 
 The base tokenizer must expose its quantised latents: ``tokens_to_latents(pyramid)`` and
 ``decode_latents(latents, layers=None)``.
@@ -133,6 +135,9 @@ class MaskedTokenizer(Tokenizer):
         if config.layer >= base.num_layers:
             raise BadInput(f"masked: layer {config.layer} does not exist; {config.base.name} has layers "
                            f"0..{base.num_layers - 1}")
+        if config.train.steps > 0 and config.strategy != "learned" and not config.finetune_decoder:
+            raise BadInput(f"masked: strategy {config.strategy!r} with train.steps {config.train.steps} has nothing to "
+                           "train; set finetune_decoder: true (or train.steps: 0)")
         self.base = base
         dim = int(math.log2(base.codebook_sizes[config.layer]))
         self.mask_embedding = torch.nn.Parameter(torch.zeros(dim)) if config.strategy == "learned" else None
@@ -143,7 +148,13 @@ class MaskedTokenizer(Tokenizer):
 
     @property
     def trainable(self) -> bool:
-        return self.config.strategy == "learned" and self.config.train.steps > 0
+        return self.config.train.steps > 0
+
+    @torch.no_grad()
+    def compress(self, video: torch.Tensor, layers: int | None = None):
+        out = super().compress(video, layers)
+        out.info["per_clip"] = {"fill_train_steps": [float(self.config.train.steps)] * video.shape[0]}
+        return out
 
     def token_grid_shapes(self, frames, height, width):
         return self.base.token_grid_shapes(frames, height, width)
@@ -241,7 +252,7 @@ class _MaskTask:
         return {"tokenizer": self.tok}
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        params = [self.tok.mask_embedding]
+        params = [self.tok.mask_embedding] if self.tok.mask_embedding is not None else []
         if self.tok.config.finetune_decoder:
             params += list(self.tok.base.decoder_parameters())
         for p in self.tok.base.parameters():

@@ -1,0 +1,159 @@
+"""Configs and presets of the HiTVideo tokenizers (``tiny`` for a 2-core CPU, ``small``, ``paper`` = Table 4).
+
+Every preset runs the same method: residual coarse-to-fine layers, the paper's progressive schedule, the LFQ
+entropy penalty; a smaller preset only shrinks sizes and steps. Token budgets follow the paper's ordering:
+the multi-layer tokenizer has at least as many tokens as the single-layer one, and at most ~6 % more.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hitvideo_bench.components import ComponentConfig
+from hitvideo_bench.training import TrainConfig
+
+from .blocks import Stride
+
+
+class LossConfig(BaseModel):
+    """Loss weights of tokenizer training.
+
+    The defaults are the ``tiny`` preset's: too few steps for a GAN, and a squared-error reconstruction term
+    (PSNR, the quality measure, is a squared-error measure). ``small`` and ``paper`` use MAGVIT-v2's weights
+    (:data:`MAGVIT2_LOSS`) with the paper's L1 term. The trials behind these choices are in docs/ablations.md.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    l1: float = Field(0.0, ge=0, description="L1 reconstruction weight")
+    l2: float = Field(10.0, ge=0, description="squared-error reconstruction weight")
+    perceptual: float = Field(0.1, ge=0, description="LPIPS weight; off when its weights are missing")
+    adversarial: float = Field(0.0, ge=0, description="hinge-GAN generator weight; 0 = no discriminator")
+    adversarial_start: float = Field(0.5, ge=0, le=1, description="share of the steps before the GAN starts")
+    entropy: float = Field(0.01, ge=0, description="LFQ entropy penalty weight, per layer (keeps coarse "
+                                                 "codebooks from collapsing)")
+    diversity_gamma: float = Field(1.0, ge=0, description="weight of codebook-usage entropy in the penalty")
+    commitment: float = Field(0.1, ge=0, description="LFQ commitment weight, per layer")
+    entropy_sample_fraction: float = Field(0.25, gt=0, le=1, description="share of a layer's tokens (at least 64) "
+                                                                       "the entropy terms are estimated from (time "
+                                                                       "and memory at large codebooks)")
+
+
+#: loss weights of the longer trainings (small, paper): MAGVIT-v2's LFQ terms and a GAN from half-way
+MAGVIT2_LOSS = {"l1": 1.0, "l2": 0.0, "adversarial": 0.01, "entropy": 0.05, "commitment": 0.25}
+
+
+#: the fewest tokens a layer's LFQ entropy terms are estimated from (see ``LossConfig.entropy_sample_fraction``)
+MIN_ENTROPY_TOKENS = 64
+
+#: the paper's progressive schedule (coarse layers first): a layer joins every this share of the steps
+PAPER_PROGRESSIVE_STEP = 0.05
+
+
+class HiTVideoConfig(ComponentConfig):
+    channels: int = Field(32, ge=4, description="width of the first encoder level")
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    spatial_down: list[bool] = Field(default_factory=lambda: [True, True])
+    temporal_down: list[bool] = Field(default_factory=lambda: [True, True])
+    drop_spatial_down: int = Field(0, ge=0, description="turn off this many of spatial_down's down-samplings, first "
+                                                        "levels first: the same token grids from input 2^n times "
+                                                        "smaller (the resolution ablation, at every preset)")
+    num_res_blocks: int = Field(1, ge=1)
+    patch_size: int = Field(2, ge=1, description="space-to-depth patch before the first conv (and after the last)")
+    factorized_conv: bool = Field(True, description="(2+1)D causal convs (fast on CPU) instead of full 3D ones")
+    z_channels: int = Field(64, ge=4, description="latent width of every layer")
+    quant_dims: list[int] = Field(default_factory=lambda: [12, 10, 8, 6], min_length=1,
+                                  description="LFQ bits per layer, densest first (codebook 2^d)")
+    layer_strides: list[Stride] = Field(default_factory=lambda: [(1, 2, 2), (2, 2, 2), (2, 1, 1)],
+                                        description="(t, h, w) stride of each extra layer's compression stage")
+    interpolate: float = Field(1.0, gt=0, description="resize the input by this factor before encoding")
+    progressive: list[float] | Literal["paper"] | None = Field(
+        "paper", description="progressive training: share of the steps after which the k coarsest layers train "
+                             "(k = 1..L, coarsest first); 'paper': a layer joins every 5 % of the steps (the "
+                             "paper's coarse-first schedule); null = all layers from the start")
+    coarse_weight: float = Field(0.5, ge=0, description="weight of a second reconstruction, from a random smaller "
+                                                        "number of coarse layers, in each step (keeps every k "
+                                                        "decodable; the decoder learns from it)")
+    coarse_batch: float = Field(0.25, gt=0, le=1, description="share of a step's clips decoded the second time")
+    crop_frames: int | None = Field(None, ge=1, description="train on random crops of this many frames (aligned to "
+                                                          "the latent frames); null = whole clips")
+    crop_size: int | None = Field(32, ge=1, description="train on random crops of this height and width, in the "
+                                                       "encoder's input pixels (after interpolate); null = whole "
+                                                       "frames")
+    crop_until: float = Field(0.5, ge=0, le=1, description="share of the steps trained on crops; the rest train on "
+                                                           "whole clips, as many as the crops' pixels make")
+    disc_channels: int = Field(32, ge=4)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
+        steps=1800, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
+        checkpoint_every=500, log_every=100))
+
+    presets = {
+        "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
+                  "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
+                  "quant_dims": [16, 14, 12, 10], "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 1.0},
+                  "crop_size": None,
+                  "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
+                            "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},
+        "paper": {"channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4, "factorized_conv": False,
+                  "patch_size": 1,
+                  "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
+                  "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
+                  "crop_size": None, "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
+                  "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
+                            "warmup_steps": 5000, "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
+                            "grad_checkpointing": True, "ema": 0.999}},
+    }
+
+    def progressive_shares(self) -> list[float] | None:
+        """Share of the steps after which the k coarsest layers train, k = 1..L (None: all from the start)."""
+        if self.progressive == "paper":
+            return [PAPER_PROGRESSIVE_STEP * k for k in range(len(self.quant_dims))]
+        return self.progressive
+
+    def input_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(frames, height, width)`` the encoder sees for clips of the given shape (after ``interpolate``)."""
+        return frames, round(height * self.interpolate), round(width * self.interpolate)
+
+    def crop_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(frames, height, width)`` that crop steps train on for clips of the given shape, in the
+        encoder's input pixels (crops are cut after ``interpolate``)."""
+        frames, height, width = self.input_shape(frames, height, width)
+        return (min(self.crop_frames or frames, frames), min(self.crop_size or height, height),
+                min(self.crop_size or width, width))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        levels = len(self.channel_mult)
+        for name in ("spatial_down", "temporal_down"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(f"{name} needs one entry per level of channel_mult ({levels})")
+        if self.drop_spatial_down > sum(self.spatial_down):
+            raise ValueError(f"drop_spatial_down {self.drop_spatial_down} exceeds the {sum(self.spatial_down)} "
+                             f"spatial down-samplings of spatial_down {self.spatial_down}")
+        if len(self.layer_strides) != len(self.quant_dims) - 1:
+            raise ValueError(f"layer_strides needs one (t, h, w) stride per extra layer: "
+                             f"{len(self.quant_dims) - 1} for {len(self.quant_dims)} quant_dims")
+        if isinstance(self.progressive, list) and (len(self.progressive) != len(self.quant_dims)
+                                             or self.progressive != sorted(self.progressive)
+                                             or self.progressive[0] != 0 or self.progressive[-1] > 1):
+            raise ValueError(f"progressive needs one start share per layer ({len(self.quant_dims)}), the first 0, "
+                             f"non-decreasing, at most 1")
+        if any(d > 20 or d < 1 for d in self.quant_dims):
+            raise ValueError("quant_dims must lie in 1..20 (codebooks up to 2^20)")
+        return self
+
+
+class SingleLayerConfig(HiTVideoConfig):
+    quant_dims: list[int] = Field(default_factory=lambda: [12], min_length=1, max_length=1)
+    layer_strides: list[Stride] = Field(default_factory=list, max_length=0)
+    interpolate: float = 1.125  # 64 -> 72 px: 4x9x9 = 324 tokens against hitvideo's 332 at tiny (+2.5 %)
+
+    presets = {
+        "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125},
+        "paper": {**HiTVideoConfig.presets["paper"], "quant_dims": [18], "layer_strides": [],
+                  "interpolate": 1.0625},  # 256 -> 272: 8x17x17 = 2312 tokens
+    }
+
+

@@ -1,0 +1,118 @@
+"""Claims: per-clip values, paired contrasts, bootstrap intervals, verdicts, and the report they end up in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hitvideo_bench.claims import bootstrap_mean, contrast_values, covers, evaluate_claims, verdict
+from hitvideo_bench.manager import get_plugins
+from hitvideo_bench.recipe import load_recipe
+from hitvideo_bench.recipe.schema import ClaimSpec
+from hitvideo_bench.runner import RunOptions, run_recipe
+
+
+def frame(values: dict[tuple[str, str], list[list[float]]]) -> pd.DataFrame:
+    """Fixture: per-clip rows from ``{(variant, metric): [[clip values of seed 0], [seed 1], ...]}``."""
+    rows = [{"recipe": "r", "variant": v, "seed": s, "metric": m, "clip": c, "value": x}
+            for (v, m), seeds in values.items() for s, clips in enumerate(seeds) for c, x in enumerate(clips)]
+    return pd.DataFrame(rows)
+
+
+def test_one_seed_interval_is_the_percentile_bootstrap_over_clips():
+    """Mutation: resampling seeds only, or a normal-theory interval instead of the percentile one."""
+    x = np.random.default_rng(3).normal(1.0, 2.0, size=60)
+    mean, lo, hi = bootstrap_mean(x[None, :], 0.95)
+    ref = stats.bootstrap((x,), np.mean, confidence_level=0.95, method="percentile", n_resamples=20000,
+                          random_state=0).confidence_interval
+    assert mean == pytest.approx(x.mean())
+    assert lo == pytest.approx(ref.low, abs=0.06) and hi == pytest.approx(ref.high, abs=0.06)
+    assert bootstrap_mean(x[None, :], 0.95) == (mean, lo, hi)  # seeded: a report is reproducible
+
+
+def test_several_seeds_are_resampled_too():
+    """Mutation: ignoring the seed level (intervals that hide training randomness)."""
+    rng = np.random.default_rng(0)
+    clips = rng.normal(0, 0.1, size=40)
+    values = np.stack([clips + offset for offset in (-1.0, 0.0, 1.0)])  # seeds disagree far more than clips
+    _, lo, hi = bootstrap_mean(values, 0.95)
+    _, lo1, hi1 = bootstrap_mean(values[1:2], 0.95)
+    assert hi - lo > 10 * (hi1 - lo1)
+    assert covers(3, 40).startswith("40 clips x 3 seeds") and "not covered" in covers(1, 40)
+
+
+@pytest.mark.parametrize("lo,hi,expect,result", [(0.1, 0.3, "positive", "holds"), (-0.3, -0.1, "positive", "reversed"),
+                                                 (-0.1, 0.2, "positive", "inconclusive"),
+                                                 (-0.3, -0.1, "negative", "holds"), (0.1, 0.3, "negative", "reversed")])
+def test_verdict(lo, hi, expect, result):
+    assert verdict(lo, hi, expect) == result
+
+
+def test_contrast_is_paired_by_seed_and_clip_and_terms_may_name_a_metric():
+    """Mutation: unpaired means, or a ``VARIANT:METRIC`` term read as the claim's metric."""
+    df = frame({("a", "psnr"): [[10, 20, 30], [11, 21, 31]], ("b", "psnr"): [[9, 19, 29], [10, 20, 30]],
+                ("a", "psnr@1"): [[5, 6, 7], [5, 6, 7]]})
+    values, why = contrast_values(df, "psnr", {"a": 1, "b": -1})
+    assert why == "" and values.shape == (2, 3) and np.all(values == 1.0)
+    values, _ = contrast_values(df, "psnr", {"a": 1, "a:psnr@1": -1})
+    assert values[0].tolist() == [5, 14, 23]
+    values, why = contrast_values(df, "psnr", {"a": 1, "c": -1})
+    assert values.size == 0 and "c (psnr)" in why
+
+
+def test_claim_rows_report_mean_interval_verdict_and_coverage():
+    df = frame({("multi", "psnr"): [[20.0 + 0.1 * i for i in range(30)]],
+                ("single", "psnr"): [[19.0 + 0.1 * i + 0.05 * (i % 3) for i in range(30)]]})
+    claims = [ClaimSpec(id="c1", claim="multi beats single", metric="psnr", contrast={"multi": 1, "single": -1}),
+              ClaimSpec(id="c2", claim="missing", metric="ssim", contrast={"multi": 1, "single": -1})]
+    table = evaluate_claims(df, claims).set_index("claim")
+    assert table.loc["c1", "verdict"] == "holds" and table.loc["c1", "ci_low"] > 0.9
+    assert table.loc["c1", "covers"] == "30 clips x 1 seed (clips resampled; training randomness not covered)"
+    assert table.loc["c2", "verdict"].startswith("not measured: no per-clip values")
+
+
+RECIPE = """\
+version: 1
+recipe: fixture-claims
+seeds: [0, 1]
+dataset: {name: fixture-noise, eval_clips: 4}
+evaluate: {reconstruction: [fixture-mae], batch_size: 2}
+variants:
+  coarse: {codec: {name: fixture-quantize, config: {levels: 2}}}
+  fine: {codec: {name: fixture-quantize, config: {levels: 16}}}
+claims:
+  - {id: finer-is-better, claim: "more levels, less error", metric: fixture-mae, contrast: {fine: 1, coarse: -1},
+     expect: negative}
+"""
+
+
+def test_a_recipe_writes_per_clip_values_and_its_claims(tmp_path):
+    get_plugins(["hitbench_fixture_plugin"])
+    try:
+        path = tmp_path / "r.yaml"
+        path.write_text(RECIPE)
+        result = run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False))
+    finally:
+        get_plugins([])
+    per_clip = pd.read_csv(result.out_dir / "per_clip.csv")
+    assert len(per_clip) == 2 * 2 * 4  # variants x seeds x clips
+    means = per_clip.groupby("variant")["value"].mean()
+    table = result.results[result.results["metric"] == "fixture-mae"].groupby("variant")["value"].mean()
+    assert means.to_dict() == pytest.approx(table.to_dict())  # the clips average to the headline value
+    claims = pd.read_csv(result.out_dir / "claims.csv")
+    assert claims.loc[0, "verdict"] == "holds" and claims.loc[0, "ci_high"] < 0
+    md = (result.out_dir / "claims.md").read_text()
+    assert "finer-is-better" in md and "4 clips x 2 seeds" in md
+
+
+def test_a_claim_naming_an_unknown_variant_is_located(tmp_path):
+    get_plugins(["hitbench_fixture_plugin"])
+    try:
+        path = tmp_path / "r.yaml"
+        path.write_text(RECIPE.replace("{fine: 1, coarse: -1}", "{fine: 1, corse: -1}"))
+        with pytest.raises(Exception, match=r"r\.yaml:\d+: claims\.0\.contrast\.corse: .*'corse'"):
+            load_recipe(path)
+    finally:
+        get_plugins([])

@@ -97,6 +97,8 @@ def cmd_run(args) -> int:
         print(f"finished run {args.only}: {result.out_dir / 'runs' / args.only}")
         return 0
     print((result.out_dir / "table.md").read_text(encoding="utf-8"))
+    if (result.out_dir / "claims.md").exists():
+        print((result.out_dir / "claims.md").read_text(encoding="utf-8"))
     if result.reused:
         print(f"reused finished runs: {', '.join(result.reused)}")
     print(f"results: {result.out_dir}")

@@ -389,3 +389,72 @@ def test_the_coarse_layers_train_the_main_encoder():
     sum(z.sum() for z in zs[1:]).backward()  # a loss on the coarse layers alone
     assert sum(float(p.grad.abs().sum()) for p in tok.encoder.parameters() if p.grad is not None) > 0
     assert all(p.grad is not None for p in tok.stages.parameters())
+
+
+def test_a_trained_tokenizer_decodes_better_from_every_added_layer():
+    """Trained briefly on the built-in data, decoding from more layers is better, and the coarsest layer alone
+    beats each clip's mean colour (mutation: finer layers not coding residuals, or no coarse decodes in training)."""
+    from hitvideo_bench.manager import get_catalog
+
+    catalog = get_catalog()
+    data = {"height": 32, "width": 32}
+    train = catalog.create("dataset", "synthetic-shapes", preset="tiny", overrides=data, split="train")
+    val = catalog.create("dataset", "synthetic-shapes", preset="tiny", overrides=data, split="val")
+    torch.manual_seed(0)
+    tok = micro(crop_size=None, train={"steps": 300, "batch_size": 4})
+    task = TokenizerTask(tok, "cpu")
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+
+    class Trainer(BackwardOnly):
+        def step(self, loss, group):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    g = torch.Generator().manual_seed(0)
+    for step in range(300):
+        picks = torch.randint(len(train), (4,), generator=g).tolist()
+        task.training_step({"video": torch.stack([train[i]["video"] for i in picks])}, step, Trainer())
+    video = torch.stack([val[i]["video"] for i in range(16)])
+    tok.eval()
+
+    def psnr(rec):
+        return float((10 * torch.log10(1 / (rec - video).square().mean(dim=(1, 3, 4)))).mean())
+
+    with torch.no_grad():
+        pyramid = tok.encode(video)
+        by_k = [psnr(tok.decode(pyramid, layers=k).clamp(0, 1)) for k in range(1, 5)]
+    mean_colour = psnr(video.mean(dim=(2, 3, 4), keepdim=True).expand_as(video))
+    assert by_k == sorted(by_k) and by_k[-1] > by_k[0] + 1, by_k
+    assert by_k[0] > mean_colour, (by_k, mean_colour)
+
+
+def test_bit_usage_entropy_is_zero_for_a_collapsed_layer_and_one_for_balanced_bits():
+    """Mutation: the entropy of the mean over channels instead of per bit, or a sign error that rewards collapse."""
+    from hitbench_builtin.tokenizers.hitvideo.model import bit_usage_entropy
+
+    collapsed = torch.full((4, 6, 2, 3, 3), 5.0)
+    balanced = torch.cat([collapsed, -collapsed])
+    assert float(bit_usage_entropy(collapsed)) < 0.01
+    assert float(bit_usage_entropy(balanced)) == pytest.approx(1.0, abs=1e-3)
+    half = torch.cat([balanced[:, :3], collapsed.repeat(2, 1, 1, 1, 1)[:, 3:]], dim=1)  # 3 bits balanced, 3 stuck
+    assert float(bit_usage_entropy(half)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_latent_terms_make_each_layer_approximate_its_latent():
+    """Mutation: dropping the latent terms from the auxiliary loss (finer layers then code no residual)."""
+    video = fixture_video()
+    auxes = []
+    for latent in (0.0, 1.0):
+        tok = micro(loss={"latent": latent, "bit_entropy": 0.0, "entropy": 0.0, "commitment": 0.0}).eval()
+        zs = tok.latents(video)
+        _, _, aux = tok.quantize(zs)
+        auxes.append(float(aux))
+    with torch.no_grad():
+        codes, _, _ = tok.quantize(zs)
+        h = tok.post[3](codes[3])
+        expected = 1.25 * torch.nn.functional.mse_loss(h, zs[3])
+        for layer in (2, 1, 0):
+            h = tok.ups[layer](h) + tok.post[layer](codes[layer])
+            expected = expected + 1.25 * torch.nn.functional.mse_loss(h, zs[layer])
+    assert auxes[0] == 0 and auxes[1] == pytest.approx(float(expected), rel=1e-5)

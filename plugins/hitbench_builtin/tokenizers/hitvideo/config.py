@@ -35,6 +35,12 @@ class LossConfig(BaseModel):
                                                  "codebooks from collapsing)")
     diversity_gamma: float = Field(1.0, ge=0, description="weight of codebook-usage entropy in the penalty")
     commitment: float = Field(0.1, ge=0, description="LFQ commitment weight, per layer")
+    bit_entropy: float = Field(0.1, ge=0, description="weight of 1 - the per-bit usage entropy, per layer (the "
+                                                       "entropy penalty in a form whose gradient does not vanish; "
+                                                       "keeps coarse layers from collapsing)")
+    latent: float = Field(1.0, ge=0, description="weight of |h_l - sg(z_l)|^2 per layer: each layer's reconstruction "
+                                                 "of the latent approximates it, so finer layers code residuals")
+    latent_commitment: float = Field(0.25, ge=0, description="weight of |z_l - sg(h_l)|^2 within the latent term")
     entropy_sample_fraction: float = Field(0.25, gt=0, le=1, description="share of a layer's tokens (at least 64) "
                                                                        "the entropy terms are estimated from (time "
                                                                        "and memory at large codebooks)")

@@ -45,6 +45,15 @@ from .config import MIN_ENTROPY_TOKENS, HiTVideoConfig, SingleLayerConfig
 Codes = list[torch.Tensor | None]
 
 
+def bit_usage_entropy(x: torch.Tensor, sharpness: float = 4.0) -> torch.Tensor:
+    """Mean over a layer's bits of the binary entropy (in bits, 0..1) of how often each bit is set, from soft
+    bits ``sigmoid(sharpness * x)`` of the pre-quantisation values ``x (B, d, ...)``: 0 for a collapsed layer (every
+    token the same), 1 when each bit is set half the time. Unlike LFQ's codebook entropy, whose softmax over the
+    codebook saturates once the values sit near ±1, its gradient stays useful."""
+    p = torch.sigmoid(sharpness * x.float()).transpose(0, 1).flatten(1).mean(1).clamp(1e-6, 1 - 1e-6)
+    return (-(p * p.log2() + (1 - p) * (1 - p).log2())).mean()
+
+
 class HiTVideoTokenizer(Tokenizer):
     """Causal 3D VAE + residual coarse-to-fine LFQ layers; layer 0 densest. See the module docstring."""
 
@@ -157,13 +166,15 @@ class HiTVideoTokenizer(Tokenizer):
 
     def quantize(self, zs: list[torch.Tensor], layers: int | None = None) -> tuple[Codes, Codes, torch.Tensor]:
         """Residual coding, coarsest first: LFQ codes and token indices of the ``layers`` coarsest layers (others
-        None), and the LFQ aux loss. Each layer quantises its latent minus the prediction from the layers above
-        (the prediction is a constant here: it is trained through the decode, see :meth:`decode_latents`)."""
+        None), and the auxiliary loss: LFQ's entropy and commitment terms, and the latent terms that make each
+        layer's reconstruction ``h_l`` approximate its latent ``z_l`` (so that ``z_l - p_l`` is the residual of a
+        prediction of ``z_l``): ``|h_l - sg(z_l)|^2 + latent_commitment * |z_l - sg(h_l)|^2``, as in VQ-VAE."""
         n = len(zs)
         keep_from = n - (layers or n)
         codes: Codes = [None] * n
         indices: Codes = [None] * n
         aux = zs[0].new_zeros(())
+        weights = self.config.loss
         h = None
         for l in range(n - 1, keep_from - 1, -1):
             p = self.predict(l, h)
@@ -171,8 +182,13 @@ class HiTVideoTokenizer(Tokenizer):
             self.quantizers[l].frac_per_sample_entropy = self.entropy_fraction(z)
             q, idx, loss = self.quantizers[l](z)
             codes[l], indices[l] = q, idx
-            aux = aux + loss
+            if weights.bit_entropy and self.training:
+                loss = loss + weights.bit_entropy * (1 - bit_usage_entropy(z))
             h = self.post[l](q) if p is None else p + self.post[l](q)
+            if weights.latent:
+                loss = loss + weights.latent * (F.mse_loss(h, zs[l].detach())
+                                                + weights.latent_commitment * F.mse_loss(zs[l], h.detach()))
+            aux = aux + loss
         return codes, indices, aux
 
     def encode(self, video: torch.Tensor) -> TokenPyramid:

@@ -446,7 +446,8 @@ def test_the_latent_terms_make_each_layer_approximate_its_latent():
     video = fixture_video()
     auxes = []
     for latent in (0.0, 1.0):
-        tok = micro(loss={"latent": latent, "bit_entropy": 0.0, "entropy": 0.0, "commitment": 0.0}).eval()
+        tok = micro(loss={"latent": latent, "latent_commitment": 0.25, "bit_entropy": 0.0, "entropy": 0.0,
+                          "commitment": 0.0}).eval()
         zs = tok.latents(video)
         _, _, aux = tok.quantize(zs)
         auxes.append(float(aux))

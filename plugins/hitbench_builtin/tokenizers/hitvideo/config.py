@@ -38,9 +38,9 @@ class LossConfig(BaseModel):
     bit_entropy: float = Field(0.1, ge=0, description="weight of 1 - the per-bit usage entropy, per layer (the "
                                                        "entropy penalty in a form whose gradient does not vanish; "
                                                        "keeps coarse layers from collapsing)")
-    latent: float = Field(1.0, ge=0, description="weight of |h_l - sg(z_l)|^2 per layer: each layer's reconstruction "
+    latent: float = Field(0.1, ge=0, description="weight of |h_l - sg(z_l)|^2 per layer: each layer's reconstruction "
                                                  "of the latent approximates it, so finer layers code residuals")
-    latent_commitment: float = Field(0.25, ge=0, description="weight of |z_l - sg(h_l)|^2 within the latent term")
+    latent_commitment: float = Field(0.0, ge=0, description="weight of |z_l - sg(h_l)|^2 within the latent term")
     entropy_sample_fraction: float = Field(0.25, gt=0, le=1, description="share of a layer's tokens (at least 64) "
                                                                        "the entropy terms are estimated from (time "
                                                                        "and memory at large codebooks)")
@@ -78,10 +78,10 @@ class HiTVideoConfig(ComponentConfig):
         "paper", description="progressive training: share of the steps after which the k coarsest layers train "
                              "(k = 1..L, coarsest first); 'paper': a layer joins every 5 % of the steps (the "
                              "paper's coarse-first schedule); null = all layers from the start")
-    coarse_weight: float = Field(0.5, ge=0, description="weight of a second reconstruction, from a random smaller "
+    coarse_weight: float = Field(1.0, ge=0, description="weight of a second reconstruction, from a random smaller "
                                                         "number of coarse layers, in each step (keeps every k "
                                                         "decodable; the decoder learns from it)")
-    coarse_batch: float = Field(0.25, gt=0, le=1, description="share of a step's clips decoded the second time")
+    coarse_batch: float = Field(0.5, gt=0, le=1, description="share of a step's clips decoded the second time")
     crop_frames: int | None = Field(None, ge=1, description="train on random crops of this many frames (aligned to "
                                                           "the latent frames); null = whole clips")
     crop_size: int | None = Field(32, ge=1, description="train on random crops of this height and width, in the "
@@ -92,7 +92,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1800, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
+        steps=1500, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
         checkpoint_every=500, log_every=100))
 
     presets = {

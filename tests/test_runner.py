@@ -164,6 +164,7 @@ def test_cli_run_table_and_exit_codes(recipe, tmp_path, capsys):
     assert main(["run", str(recipe), "--device", "tpu"]) == 2
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent("""\
@@ -195,6 +196,7 @@ def measured(out_dir: Path) -> pd.Series:
     return df[df.source == "measured"].set_index(["variant", "seed", "metric"])["value"].sort_index()
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(recipe, tmp_path):
     sequential = run(recipe, tmp_path / "seq").out_dir
     proc = hitbench("run", recipe, "--jobs", "3", "--out", tmp_path / "par", cwd=tmp_path, cache=tmp_path / "c")
@@ -213,6 +215,7 @@ def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(reci
     assert "reused finished runs: " + ", ".join(runs) in again.stdout
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_jobs_a_failing_worker_fails_the_command_naming_its_run_and_log(tmp_path):
     """Kills: dropping execute_run's RunFailed wrapper (the worker would die with a traceback in its log)."""
     path = tmp_path / "fails.yaml"

@@ -21,6 +21,8 @@ from hitvideo_bench.recipe import load_recipe
 from hitvideo_bench.report import COLUMNS
 from hitvideo_bench.runner import RunOptions, run_recipe
 
+pytestmark = pytest.mark.usefixtures("fixture_plugin")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RECIPE = """\
@@ -38,13 +40,6 @@ plots: [{kind: bar, metric: fixture-mae}]
 references:
   - {variant: "Some paper codec", source: paper, values: {fixture-mae: 0.5, note-col: "n/a"}}
 """
-
-
-@pytest.fixture(autouse=True)
-def fixture_plugin():
-    get_plugins(["hitbench_fixture_plugin"])
-    yield
-    get_plugins([])
 
 
 @pytest.fixture

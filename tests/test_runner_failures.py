@@ -12,33 +12,22 @@ from hitvideo_bench import io
 from hitvideo_bench import runner as runner_mod
 from hitvideo_bench.cli import main
 from hitvideo_bench.errors import RunFailed
-from hitvideo_bench.manager import get_plugins
 from hitvideo_bench.recipe import load_recipe
 from hitvideo_bench.runner import RunOptions, run_recipe
+from test_runner import RECIPE as FIXTURE_RECON_RECIPE
 
-#: fixture recipe: the fixture codec, one variant that works and one that raises in compress
-FAILING_RECIPE = """\
-version: 1
-recipe: fixture-fail
-seeds: [0]
-dataset: {name: fixture-noise, eval_clips: 2}
-evaluate: {reconstruction: [fixture-mae], batch_size: 2}
-variants:
-  q: {codec: {name: fixture-quantize}}
-sweep: {codec.config.fail: [false, true]}
-"""
+pytestmark = pytest.mark.usefixtures("fixture_plugin")
 
-
-@pytest.fixture(autouse=True)
-def fixture_plugin():
-    get_plugins(["hitbench_fixture_plugin"])
-    yield
-    get_plugins([])
+#: fixture recipe: two fixture-codec variants (levels 2 and 16), one seed
+TWO_VARIANTS = FIXTURE_RECON_RECIPE.replace("seeds: [0, 1]", "seeds: [0]")
+#: the same, but the second variant raises in compress
+FAILING_RECIPE = TWO_VARIANTS.replace("sweep: {codec.config.levels: [2, 16]}",
+                                      "sweep: {codec.config.fail: [false, true]}")
 
 
 @pytest.fixture
 def failing_recipe(tmp_path) -> Path:
-    path = tmp_path / "fixture-fail.yaml"
+    path = tmp_path / "fixture-recon.yaml"
     path.write_text(FAILING_RECIPE)
     return path
 
@@ -55,7 +44,7 @@ def test_a_failing_variant_in_a_sequential_run_is_run_failed_with_its_name(faili
     err = capsys.readouterr().err
     assert "hitbench: error: run q-fail=True (seed 0) failed: RuntimeError: fixture-quantize asked to fail" in err
     assert "Traceback" not in err
-    out_dir = next((tmp_path / "out").glob("fixture-fail/*"))
+    out_dir = next((tmp_path / "out").glob("fixture-recon/*"))
     assert (out_dir / "runs" / "q-fail=False" / "seed-0" / "metrics.csv").is_file()  # the run before it finished
     assert not (out_dir / "runs" / "q-fail=True" / "seed-0" / "metrics.csv").exists()
     assert not (out_dir / "table.md").exists()
@@ -64,7 +53,7 @@ def test_a_failing_variant_in_a_sequential_run_is_run_failed_with_its_name(faili
 def test_ctrl_c_exits_130_keeps_finished_runs_and_the_rerun_resumes(failing_recipe, tmp_path, capsys, monkeypatch):
     """Kills: dropping cli.main's ``except KeyboardInterrupt: return 130`` (the interrupt would escape)."""
     recipe = tmp_path / "two.yaml"
-    recipe.write_text(FAILING_RECIPE.replace("fail: [false, true]", "levels: [2, 4]"))
+    recipe.write_text(TWO_VARIANTS)
     real, calls = runner_mod.execute_run, []
 
     def interrupted_on_the_second_run(*args, **kwargs):
@@ -105,8 +94,7 @@ def test_write_text_replaces_the_file_only_by_a_rename(tmp_path, monkeypatch):
 def test_every_file_of_a_run_arrives_by_an_atomic_rename(failing_recipe, tmp_path, monkeypatch):
     """Kills: any result file (resolved.yaml, metrics.csv, summary.json, tables, plots, manifest) written directly."""
     recipe = tmp_path / "ok.yaml"
-    recipe.write_text(FAILING_RECIPE.replace("fail: [false, true]", "levels: [2, 4]")
-                      + "plots: [{kind: bar, metric: fixture-mae}]\n")
+    recipe.write_text(TWO_VARIANTS)
     renamed, real_replace = set(), os.replace
 
     def recording_replace(src, dst):

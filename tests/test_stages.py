@@ -15,10 +15,12 @@ from safetensors.torch import load_file, save_file
 import hitvideo_bench as hb
 from hitvideo_bench.checkpoint import load_pretrained, load_tokenizer, save_pretrained
 from hitvideo_bench.errors import BadInput
-from hitvideo_bench.manager import get_catalog, get_plugins
+from hitvideo_bench.manager import get_catalog
 from hitvideo_bench.recipe import load_recipe
 from hitvideo_bench.runner import RunOptions, run_recipe
 from hitvideo_bench.tokens import TokenPyramid
+
+pytestmark = pytest.mark.usefixtures("fixture_plugin")
 
 #: fixture recipe: 4 train and 4 val clips of 4x16x16 noise; the fixture tokenizer trains 4 steps
 RECIPE = """\
@@ -39,13 +41,6 @@ variants:
     tokenizer: {name: fixture-pool, config: {train: {eval_every: 2}}}
     generator: {name: fixture-unigram}
 """
-
-
-@pytest.fixture(autouse=True)
-def fixture_plugin():
-    get_plugins(["hitbench_fixture_plugin"])
-    yield
-    get_plugins([])
 
 
 @pytest.fixture

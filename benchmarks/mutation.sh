@@ -19,7 +19,7 @@ NICE=${NICE:-19}
 # module -> "source path(s) | test files"
 declare -A MODULES=(
   [tokens]="hitvideo_bench/tokens.py|tests/test_tokens.py tests/test_properties.py tests/test_metrics_pixel.py tests/test_masked.py"
-  [catalog]="hitvideo_bench/catalog.py|tests/test_plugins.py tests/test_recipe.py"
+  [catalog]="hitvideo_bench/catalog.py|tests/test_catalog.py tests/test_plugins.py tests/test_recipe.py"
   [cache]="hitvideo_bench/cache.py|tests/test_stages.py tests/test_runner.py"
   [recipe]="hitvideo_bench/recipe/*|tests/test_recipe.py tests/test_properties.py"
   [runner]="hitvideo_bench/runner.py|tests/test_runner.py tests/test_runner_failures.py tests/test_stages.py"

@@ -20,11 +20,11 @@ NICE=${NICE:-19}
 declare -A MODULES=(
   [tokens]="hitvideo_bench/tokens.py|tests/test_tokens.py tests/test_properties.py tests/test_metrics_pixel.py tests/test_masked.py"
   [catalog]="hitvideo_bench/catalog.py|tests/test_catalog.py tests/test_plugins.py tests/test_recipe.py"
-  [cache]="hitvideo_bench/cache.py|tests/test_stages.py tests/test_runner.py"
+  [cache]="hitvideo_bench/cache.py|tests/test_cache.py tests/test_stages.py tests/test_runner.py"
   [recipe]="hitvideo_bench/recipe/*|tests/test_recipe.py tests/test_properties.py"
   [runner]="hitvideo_bench/runner.py|tests/test_runner.py tests/test_runner_failures.py tests/test_stages.py"
   [report]="hitvideo_bench/report.py|tests/test_runner.py tests/test_runner_failures.py"
-  [metrics]="plugins/hitbench_builtin/metrics/pixel.py plugins/hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py"
+  [metrics]="hitbench_builtin/metrics/pixel.py hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py"
 )
 ORDER=(tokens catalog cache metrics recipe runner report)
 [ $# -gt 0 ] && ORDER=("$@")
@@ -38,14 +38,15 @@ for module in "${ORDER[@]}"; do
   work=$ROOT/benchmarks/.mutation/$module
   rm -rf "$work"
   mkdir -p "$work"
-  # a copy of the tracked and new files (the venv stays where it is; its editable install is shadowed by
-  # mutmut's mutants/ folder, first on sys.path, and by PYTHONPATH for the built-in plugins)
+  # a copy of the tracked and new files with the built-in plugins at the top (mutmut names a module by its path);
+  # the venv stays where it is: its editable install is shadowed by mutmut's mutants/ folder, first on sys.path
   git ls-files --cached --others --exclude-standard | grep -v '^benchmarks/.mutation/' \
     | tar -cf - -T - | tar -xf - -C "$work"
+  mv "$work/plugins/hitbench_builtin" "$work/hitbench_builtin"
   cat >> "$work/pyproject.toml" <<EOF
 
 [tool.mutmut]
-source_paths = ["hitvideo_bench", "plugins/hitbench_builtin"]
+source_paths = ["hitvideo_bench", "hitbench_builtin"]
 only_mutate = [$(toml_list "${sources[@]}")]
 also_copy = ["tests", "recipes", "examples"]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-q", "-x"]
@@ -53,7 +54,7 @@ pytest_add_cli_args_test_selection = [$(toml_list "${tests[@]}")]
 EOF
   echo "mutation: $module (${sources[*]}) with ${tests[*]}"
   started=$(date +%s)
-  (cd "$work" && PYTHONPATH=$work/mutants/plugins OMP_NUM_THREADS=1 nice -n "$NICE" \
+  (cd "$work" && OMP_NUM_THREADS=1 nice -n "$NICE" \
      "$PY" -m mutmut run --max-children "$JOBS" > "$work/run.log" 2>&1) || echo "mutation: mutmut exited $? (see $work/run.log)"
   (cd "$work" && "$PY" -m mutmut export-cicd-stats > /dev/null 2>&1 && cp mutants/mutmut-cicd-stats.json "$work.json")
   (cd "$work" && "$PY" -m mutmut results > "$work.survived" 2>&1) || true

@@ -24,7 +24,7 @@ declare -A MODULES=(
   [recipe]="hitvideo_bench/recipe/*|tests/test_recipe_resolve.py tests/test_recipe.py tests/test_properties.py"
   [runner]="hitvideo_bench/runner.py|tests/test_runner.py tests/test_runner_failures.py tests/test_stages.py"
   [report]="hitvideo_bench/report.py|tests/test_runner.py tests/test_runner_failures.py"
-  [metrics]="hitbench_builtin/metrics/pixel.py hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py"
+  [metrics]="hitbench_builtin/metrics/pixel.py hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py tests/test_metrics_merge.py"
 )
 ORDER=(tokens catalog cache metrics recipe runner report)
 [ $# -gt 0 ] && ORDER=("$@")

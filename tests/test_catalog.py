@@ -42,6 +42,14 @@ def test_a_registration_records_everything_about_its_provider():
     assert (spec.kind, spec.name, spec.description, spec.version) == ("codec", "c", "a fixture codec", "3")
     assert (spec.plugin, spec.distribution, spec.dist_version) == ("p", "dist", "1.2")
     assert catalog.specs("codec") == [spec] and catalog.names("tokenizer") == []
+    catalog.add("codec", "plain", FixtureCodec)
+    assert (catalog.get("codec", "plain").description, catalog.get("codec", "plain").version) == ("", "1")
+
+
+def test_create_builds_the_preset_asked_for():
+    """Kills: Catalog.create passing no preset on (every component would be built at its default, tiny)."""
+    assert get_catalog().create("dataset", "fixture-noise", preset="small").clip_shape == (4, 32, 32)
+    assert get_catalog().create("dataset", "fixture-noise").clip_shape == (4, 16, 16)
 
 
 def test_registration_and_lookup_errors_name_what_is_wrong():

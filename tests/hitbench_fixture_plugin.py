@@ -220,7 +220,8 @@ class FixtureUnigramGenerator(Generator):
         return TokenPyramid(layers, self.sizes)
 
     def nll_bits_per_token(self, pyramid, prompts):
-        return {i: float(-torch.log2(self.probs(i))[tokens.flatten()].mean()) for i, tokens in enumerate(pyramid.layers)}
+        return {i: float(-torch.log2(self.probs(i))[tokens.flatten()].mean())
+                for i, tokens in enumerate(pyramid.layers)}
 
 
 @hookimpl

@@ -101,7 +101,8 @@ def test_a_string_target_is_imported_once_and_checked():
 
 @pytest.mark.parametrize("overrides, field, allowed", [
     ({"widht": 2}, "cfg.widht", "(did you mean 'width'?) Allowed: preset, train, width"),
-    ({"train": {"stepz": 2}}, "cfg.train.stepz", "(did you mean 'steps'?) Allowed: batch_size, betas, checkpoint_every"),
+    ({"train": {"stepz": 2}}, "cfg.train.stepz",
+     "(did you mean 'steps'?) Allowed: batch_size, betas, checkpoint_every"),
 ])
 def test_an_unknown_config_field_at_any_depth_lists_the_fields_there(overrides, field, allowed):
     """Kills: _allowed_fields not descending into a nested model (train:) or listing the wrong model's fields."""

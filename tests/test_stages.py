@@ -247,7 +247,8 @@ def test_masked_tokenizer_fits_its_fill_for_layer_1_and_reloads_from_the_cache(t
     path = tmp_path / "fixture-masked.yaml"
     path.write_text(MASKED_RECIPE)
     out_dir = run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False)).out_dir
-    summaries = {v: json.loads((out_dir / "runs" / v / "seed-0" / "summary.json").read_text()) for v in ("pool", "masked")}
+    summaries = {v: json.loads((out_dir / "runs" / v / "seed-0" / "summary.json").read_text())
+                 for v in ("pool", "masked")}
     masked_summary = summaries["masked"]["tokenizer:masked"]
     assert masked_summary["trained_now"] and masked_summary["steps"] == 3
     assert summaries["masked"]["tokenizer"]["cached"] == summaries["pool"]["tokenizer"]["cached"]  # one base entry

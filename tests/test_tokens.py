@@ -17,8 +17,10 @@ def fixture_layers():
 @pytest.mark.parametrize("make, message", [
     (lambda: TokenPyramid(fixture_layers(), [16]), "TokenPyramid: 2 layers but 1 codebook sizes"),
     (lambda: TokenPyramid(fixture_layers(), [16, 4], [None]), "TokenPyramid: one mask \\(or None\\) per layer$"),
-    (lambda: TokenPyramid([torch.zeros(2, 4, dtype=torch.long)], [4]), r"layer 0: expected \(B, t, h, w\), got \(2, 4\)"),
-    (lambda: TokenPyramid([fixture_layers()[0], -fixture_layers()[1]], [16, 4]), "layer 1: token outside codebook of 4"),
+    (lambda: TokenPyramid([torch.zeros(2, 4, dtype=torch.long)], [4]),
+     r"layer 0: expected \(B, t, h, w\), got \(2, 4\)"),
+    (lambda: TokenPyramid([fixture_layers()[0], -fixture_layers()[1]], [16, 4]),
+     "layer 1: token outside codebook of 4"),
     (lambda: TokenPyramid(fixture_layers(), [16, 3]), "layer 1: token outside codebook of 3"),
     (lambda: TokenPyramid(fixture_layers(), [16, 4], [None, torch.ones(2, 1, 1, 1)]),
      r"layer 1: keep-mask must be bool of shape \(2, 1, 1, 1\)"),

@@ -40,6 +40,17 @@ def shared_clip() -> Path:
 
 
 @pytest.fixture
+def fixture_plugin():
+    """The test fixture plugin (tests/hitbench_fixture_plugin.py) loaded for one test and unloaded after it
+    (a module opts in with ``pytestmark = pytest.mark.usefixtures("fixture_plugin")``)."""
+    from hitvideo_bench.manager import get_plugins
+
+    get_plugins(["hitbench_fixture_plugin"])
+    yield
+    get_plugins([])
+
+
+@pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> Path:
     """A fresh, empty component cache for one test."""
     folder = tmp_path / "cache"

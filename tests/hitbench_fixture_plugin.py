@@ -11,7 +11,11 @@ import torch
 from pydantic import Field
 
 from hitvideo_bench import hookimpl
-from hitvideo_bench.components import BenchMetric, Codec, ComponentConfig, Compressed, VideoDataset
+from hitvideo_bench.components import (BenchMetric, Codec, ComponentConfig, Compressed, Generator, Tokenizer,
+                                       VideoDataset)
+from hitvideo_bench.errors import ShapeError
+from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.training import TrainConfig
 
 
 class FixtureNoiseConfig(ComponentConfig):
@@ -67,8 +71,6 @@ class FixtureQuantizeCodec(Codec):
         return Compressed(rec, bits, info={"counted": "fixture"})
 
     def check_shape(self, frames, height, width):
-        from hitvideo_bench.errors import ShapeError
-
         if height % 8:
             raise ShapeError(f"fixture-quantize needs height divisible by 8, got {height}")
 
@@ -92,9 +94,143 @@ class FixtureMAE(BenchMetric):
         return self.total / self.count
 
 
+class FixtureMean(FixtureMAE):
+    """Fixture metric for generated clips: their mean pixel value."""
+
+    inputs = ("pred",)
+    stages = ("generation",)
+    higher_is_better = True
+
+    def update(self, pred):
+        self.total += pred.double().sum()
+        self.count += pred.numel()
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+#: the fixture tokenizer's layers, densest first: average-pooling windows (t, h, w)
+POOLS = [(1, 4, 4), (2, 8, 8)]
+
+
+class FixturePoolConfig(ComponentConfig):
+    width: int = Field(3, ge=1, description="channels of the decoder's hidden 1x1x1 conv")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4, batch_size=2, lr=1e-2,
+                                                                   checkpoint_every=2, log_every=1))
+
+
+class FixturePoolTokenizer(Tokenizer):
+    """Fixture: two layers of average-pooled RGB signs (codebook 8 each; latents +-1, 3 dims), the dense layer
+    (4x4 pools) and a coarse one (2x8x8 pools); a small trainable 1x1x1 conv decoder. Exposes its latents, so
+    the masked tokenizer can wrap it."""
+
+    Config = FixturePoolConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.decoder = torch.nn.Sequential(torch.nn.Conv3d(3, config.width, 1), torch.nn.Conv3d(config.width, 3, 1))
+
+    @property
+    def codebook_sizes(self):
+        return [8, 8]
+
+    def token_grid_shapes(self, frames, height, width):
+        if frames % 2 or height % 8 or width % 8:
+            raise ShapeError(f"fixture-pool needs frames divisible by 2 and sides by 8, got {frames}x{height}x{width}")
+        return [(frames // t, height // h, width // w) for t, h, w in POOLS]
+
+    def encode(self, video):
+        layers = []
+        for pool in POOLS:
+            bits = (torch.nn.functional.avg_pool3d(video, pool) > 0.5).long()
+            layers.append((bits * torch.tensor([1, 2, 4], device=video.device).view(1, 3, 1, 1, 1)).sum(1))
+        return TokenPyramid(layers, self.codebook_sizes)
+
+    def tokens_to_latents(self, pyramid):
+        return [torch.stack([(t >> i) & 1 for i in range(3)], dim=1).float() * 2 - 1 for t in pyramid.layers]
+
+    def decode_latents(self, latents, layers=None):
+        k = len(latents) if layers is None else layers
+        used = range(len(latents) - k, len(latents))  # the k coarsest
+        signal = sum(torch.nn.functional.interpolate(latents[i], scale_factor=POOLS[i]) / (1 + i) for i in used)
+        return (0.5 + 0.25 * self.decoder(signal)).clamp(0, 1)
+
+    def decode(self, pyramid, layers=None):
+        return self.decode_latents(self.tokens_to_latents(pyramid), layers)
+
+    def decoder_parameters(self):
+        return list(self.decoder.parameters())
+
+    def fit(self, dataset, *, workdir, device, seed, progress=True, eval_fn=None):
+        from hitvideo_bench.training import train
+
+        return train(_FixturePoolTask(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
+                     progress=progress, eval_fn=eval_fn)
+
+
+class _FixturePoolTask:
+    """Fixture training task: L1 reconstruction, the decoder learns."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+
+    def modules(self):
+        return {"tokenizer": self.tok}
+
+    def param_groups(self):
+        return {"main": self.tok.decoder_parameters()}
+
+    def training_step(self, batch, step, trainer):
+        loss = (self.tok.decode(self.tok.encode(batch["video"])) - batch["video"]).abs().mean()
+        trainer.step(loss, "main")
+        return {"l1": float(loss.detach())}
+
+
+# ------------------------------------------------------------------------------------------ generator
+
+
+class FixtureUnigramConfig(ComponentConfig):
+    grid_shapes: list[tuple[int, int, int]] | None = Field(None, description="set by fit from the pyramids")
+
+
+class FixtureUnigramGenerator(Generator):
+    """Fixture: per layer, the token histogram of the training pyramids (add-one smoothed); samples every
+    position independently from it with the given seed. Ignores the prompts."""
+
+    Config = FixtureUnigramConfig
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self.sizes = list(tokenizer.codebook_sizes)
+        for layer, size in enumerate(self.sizes):
+            self.register_buffer(f"counts{layer}", torch.ones(size, dtype=torch.float64))
+
+    def probs(self, layer):
+        counts = getattr(self, f"counts{layer}")
+        return counts / counts.sum()
+
+    def fit(self, pyramids, captions, *, workdir, device, seed, progress=True):
+        for layer, (tokens, size) in enumerate(zip(pyramids.layers, self.sizes)):
+            getattr(self, f"counts{layer}").add_(torch.bincount(tokens.flatten(), minlength=size).double())
+        self.config.grid_shapes = pyramids.grid_shapes
+        return {"steps": 0, "clips": pyramids.batch_size, "captions": len(captions)}
+
+    def sample(self, prompts, cfg_scale=1.0, seed=0, **kwargs):
+        g = torch.Generator().manual_seed(seed)
+        layers = [torch.multinomial(self.probs(i), len(prompts) * math.prod(grid), replacement=True, generator=g)
+                  .view(len(prompts), *grid) for i, grid in enumerate(self.config.grid_shapes)]
+        return TokenPyramid(layers, self.sizes)
+
+    def nll_bits_per_token(self, pyramid, prompts):
+        return {i: float(-torch.log2(self.probs(i))[tokens.flatten()].mean())
+                for i, tokens in enumerate(pyramid.layers)}
+
+
 @hookimpl
 def hitbench_register_components(catalog):
     catalog.add("dataset", "fixture-noise", FixtureNoiseDataset, description="test fixture: random clips")
     catalog.add("codec", "fixture-quantize", FixtureQuantizeCodec, description="test fixture: pixel quantiser")
     catalog.add("metric", "fixture-mae", FixtureMAE, description="test fixture: mean absolute error")
+    catalog.add("metric", "fixture-mean", FixtureMean, description="test fixture: mean pixel of generated clips")
+    catalog.add("tokenizer", "fixture-pool", FixturePoolTokenizer, description="test fixture: pooled-sign tokens")
+    catalog.add("generator", "fixture-unigram", FixtureUnigramGenerator, description="test fixture: token histogram")
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+#: every test here pip-installs the example package and starts hitbench (and torch) in a subprocess
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hitbench-example-plugin"
 

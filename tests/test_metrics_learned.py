@@ -218,21 +218,68 @@ def fixture_clip_standin():
     return CLIPModel(cfg).eval()
 
 
+#: prompts whose stand-in text embeddings lie at a positive cosine to the fixture frames (with others every
+#: cosine is clamped to 0, and any preprocessing would give the same value)
+STANDIN_PROMPTS = ["A", "zzz"]
+
+
+def standin_clipsim(model, prompts: list[str], pixels: torch.Tensor) -> float:
+    """The expected CLIPSIM of ``pixels`` (each clip's frames in a row, already preprocessed) under ``model``."""
+    with torch.no_grad():
+        text = model.get_text_features(**FixtureTokenizer()(prompts))
+        text = torch.nn.functional.normalize(getattr(text, "pooler_output", text), dim=-1)
+        image = model.get_image_features(pixel_values=pixels)
+        image = torch.nn.functional.normalize(getattr(image, "pooler_output", image), dim=-1)
+    image = image.view(len(prompts), -1, image.shape[-1])
+    return float((image * text.unsqueeze(1)).sum(-1).clamp(min=0).mean())
+
+
 def test_clipsim_pipeline_with_a_stand_in_model(fixture_clip_standin):
     video = clips(5, n=2, frames=3, size=40)
-    prompts = ["a red circle moves left", "a blue square stays still"]
+    prompts = STANDIN_PROMPTS
     metric = CLIPSim(model=fixture_clip_standin, tokenizer=FixtureTokenizer())
     metric.update(pred=video, captions=prompts)
     value = float(metric.compute())
-    with torch.no_grad():
-        text = fixture_clip_standin.get_text_features(**FixtureTokenizer()(prompts))
-        text = torch.nn.functional.normalize(getattr(text, "pooler_output", text), dim=-1)
-        frames = clip_preprocess(video.permute(0, 2, 1, 3, 4).reshape(6, 3, 40, 40), 32)
-        image = fixture_clip_standin.get_image_features(pixel_values=frames)
-        image = torch.nn.functional.normalize(getattr(image, "pooler_output", image), dim=-1).view(2, 3, -1)
-    expected = (image * text.unsqueeze(1)).sum(-1).clamp(min=0).mean()
-    assert 0 <= value <= 1 and value == pytest.approx(float(expected), abs=1e-5)
+    expected = standin_clipsim(fixture_clip_standin, prompts,
+                               clip_preprocess(video.permute(0, 2, 1, 3, 4).reshape(6, 3, 40, 40), 32))
+    assert 0.05 <= value <= 1 and value == pytest.approx(float(expected), abs=1e-5)
     assert metric.provenance()["frames"] == 6 and "[0, 1]" in metric.provenance()["scale"]
+
+
+def clip_processor_pixels(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Reference: transformers' CLIPImageProcessor (its own default CLIP mean/std) on ``(N,3,H,W)`` frames in [0,1]."""
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    images = [(f.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy() for f in frames]
+    return processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def test_clip_preprocess_matches_the_transformers_clip_processor():
+    """Kills: a wrong CLIP mean / std, or a crop other than the centre one, in clip_preprocess."""
+    g = torch.Generator().manual_seed(0)
+    # fixture frames on the uint8 grid, already at the short side: no resampling, so the two agree exactly
+    for shape in ((2, 3, 32, 52), (2, 3, 46, 32)):
+        frames = torch.randint(0, 256, shape, generator=g).float() / 255
+        ours = clip_preprocess(frames, 32)
+        torch.testing.assert_close(ours, clip_processor_pixels(frames, 32), atol=1e-5, rtol=0)
+    # a smooth fixture frame resized 2x: bicubic kernels differ in detail only
+    y, x = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 24), indexing="ij")
+    smooth = torch.stack([x, y, (x + y) / 2])[None]
+    ours = clip_preprocess(smooth, 32)
+    assert ours.shape == (1, 3, 32, 32)
+    assert (ours - clip_processor_pixels(smooth, 32)).abs().mean() < 0.02
+
+
+def test_clipsim_with_the_clip_processor_pixels_gives_the_same_value(fixture_clip_standin):
+    """Kills: a wrong crop or normalisation in CLIPSim.update (the expected value uses CLIPImageProcessor)."""
+    video = (torch.rand(2, 3, 3, 32, 48, generator=torch.Generator().manual_seed(1)) * 255).round() / 255
+    prompts = STANDIN_PROMPTS
+    metric = CLIPSim(model=fixture_clip_standin, tokenizer=FixtureTokenizer())
+    metric.update(pred=video, captions=prompts)
+    expected = standin_clipsim(fixture_clip_standin, prompts,
+                               clip_processor_pixels(video.permute(0, 2, 1, 3, 4).reshape(6, 3, 32, 48), 32))
+    assert float(metric.compute()) == pytest.approx(float(expected), abs=1e-5) and expected > 0.05
 
 
 def test_clipsim_missing_model_is_unavailable(no_weights):

@@ -137,3 +137,19 @@ def test_entropy_counts_only_kept_tokens_and_codebook_stats():
     used = len(np.unique(pyramid.layers[1].numpy()))
     assert float(values["usage/L1"]) == pytest.approx(used / 16)
     assert 1 <= float(values["perplexity/L0"]) <= 256
+
+
+def test_codebook_usage_and_perplexity_of_every_layer_on_hand_counted_tokens():
+    """Kills: returning the entropy instead of ``2 ** entropy`` as perplexity, or one layer's codebook size for all."""
+    # fixture pyramid: layer 0 spreads evenly over 4 of its 16 codes (perplexity 4, usage 1/4); layer 1 uses
+    # 2 of its 8 codes 3:1 (perplexity 2^H(3/4, 1/4), usage 1/4)
+    dense = torch.tensor([0, 1, 2, 3] * 4).view(2, 1, 2, 4)
+    coarse = torch.tensor([5, 5, 5, 2, 5, 2, 5, 5]).view(2, 1, 2, 2)
+    stats = hb.create_metric("codebook")
+    stats.update(pyramid=TokenPyramid([dense, coarse], [16, 8]), pixels=torch.full((2,), 1.0))
+    values = stats.compute()
+    h = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert float(values["perplexity/L0"]) == pytest.approx(4.0)
+    assert float(values["perplexity/L1"]) == pytest.approx(2 ** h)
+    assert float(values["usage/L0"]) == pytest.approx(4 / 16)
+    assert float(values["usage/L1"]) == pytest.approx(2 / 8)

@@ -21,6 +21,8 @@ from hitvideo_bench.recipe import load_recipe
 from hitvideo_bench.report import COLUMNS
 from hitvideo_bench.runner import RunOptions, run_recipe
 
+pytestmark = pytest.mark.usefixtures("fixture_plugin")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 RECIPE = """\
@@ -38,13 +40,6 @@ plots: [{kind: bar, metric: fixture-mae}]
 references:
   - {variant: "Some paper codec", source: paper, values: {fixture-mae: 0.5, note-col: "n/a"}}
 """
-
-
-@pytest.fixture(autouse=True)
-def fixture_plugin():
-    get_plugins(["hitbench_fixture_plugin"])
-    yield
-    get_plugins([])
 
 
 @pytest.fixture
@@ -118,12 +113,17 @@ def test_interrupted_run_resumes_to_identical_results(recipe, tmp_path, monkeypa
 
 
 def test_hooks_observe_runs(recipe, tmp_path, monkeypatch):
-    seen = []
+    """Kills: calling hitbench_run_finished for some runs only, or with another run's variant or seed."""
+    seen, started = [], []
 
     class Observer:
         @hb.hookimpl
+        def hitbench_run_start(self, variant, seed, run_dir):
+            started.append((variant, seed, run_dir.relative_to(run_dir.parents[2]).as_posix()))
+
+        @hb.hookimpl
         def hitbench_run_finished(self, variant, seed, metrics):
-            seen.append((variant, seed, len(metrics)))
+            seen.append((variant, seed, len(metrics), sorted(set(metrics.seed)), sorted(set(metrics.variant))))
 
     pm = get_plugins().pm
     observer = Observer()
@@ -132,7 +132,10 @@ def test_hooks_observe_runs(recipe, tmp_path, monkeypatch):
         run(recipe, tmp_path / "out")
     finally:
         pm.unregister(observer)
-    assert sorted(seen)[0] == ("q-levels=16", 0, 2)  # the metric row and the timing row
+    runs = [(v, s) for v in ("q-levels=16", "q-levels=2") for s in (0, 1)]
+    # each run once, with its own rows: the metric row and the timing row
+    assert sorted(seen) == [(v, s, 2, [s], [v]) for v, s in runs]
+    assert sorted(started) == [(v, s, f"runs/{v}/seed-{s}") for v, s in runs]
 
 
 def test_output_dir_not_writable(recipe, tmp_path):
@@ -156,6 +159,7 @@ def test_cli_run_table_and_exit_codes(recipe, tmp_path, capsys):
     assert main(["run", str(recipe), "--device", "tpu"]) == 2
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent("""\
@@ -187,6 +191,7 @@ def measured(out_dir: Path) -> pd.Series:
     return df[df.source == "measured"].set_index(["variant", "seed", "metric"])["value"].sort_index()
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(recipe, tmp_path):
     sequential = run(recipe, tmp_path / "seq").out_dir
     proc = hitbench("run", recipe, "--jobs", "3", "--out", tmp_path / "par", cwd=tmp_path, cache=tmp_path / "c")
@@ -205,7 +210,9 @@ def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(reci
     assert "reused finished runs: " + ", ".join(runs) in again.stdout
 
 
+@pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_jobs_a_failing_worker_fails_the_command_naming_its_run_and_log(tmp_path):
+    """Kills: dropping execute_run's RunFailed wrapper (the worker would die with a traceback in its log)."""
     path = tmp_path / "fails.yaml"
     path.write_text(RECIPE.replace("sweep: {codec.config.levels: [2, 16]}", "sweep: {codec.config.fail: [false, true]}")
                     .replace("seeds: [0, 1]", "seeds: [0]"))
@@ -213,7 +220,9 @@ def test_jobs_a_failing_worker_fails_the_command_naming_its_run_and_log(tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     log = next((tmp_path / "o").glob("*/*/logs/q-fail=True-seed-0.log"))
     assert f"run q-fail=True/seed-0 failed (worker exit 1); log {log}" in proc.stderr
-    assert "fixture-quantize asked to fail" in proc.stderr  # the log's last lines
+    # the log's last lines: the worker's short error from the RunFailed wrapper, no traceback
+    assert "run q-fail=True (seed 0) failed: RuntimeError: fixture-quantize asked to fail" in proc.stderr
+    assert "Traceback" not in log.read_text()
     assert (log.parent.parent / "runs" / "q-fail=False" / "seed-0" / "metrics.csv").is_file()  # the other finished
     assert not (log.parent.parent / "table.md").exists()
 

@@ -61,22 +61,27 @@ def test_training_reduces_the_loss_and_checkpoints(tmp_path):
     assert not list(tmp_path.glob(".checkpoint*"))  # no temporary folders left behind
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    straight, _ = run(tmp_path / "a", 15)
+def run_killed_at_step_12_then_resumed(folder, steps, cfg=None):
+    """Train to ``steps``, killed at step 12 (after the step-10 checkpoint, mid-way to the next), then resumed."""
     original = FixtureTask.training_step
 
     def crash_at_12(self, batch, step, trainer):
         if step == 12:
-            raise KeyboardInterrupt  # killed after the step-10 checkpoint, mid-way to the next
+            raise KeyboardInterrupt
         return original(self, batch, step, trainer)
 
     FixtureTask.training_step = crash_at_12
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(tmp_path / "b", 15)
+            run(folder, steps, cfg)
     finally:
         FixtureTask.training_step = original
-    resumed, summary = run(tmp_path / "b", 15)
+    return run(folder, steps, cfg)
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    straight, _ = run(tmp_path / "a", 15)
+    resumed, summary = run_killed_at_step_12_then_resumed(tmp_path / "b", 15)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
     assert [p["step"] for p in summary["losses"]] == list(range(1, 16))
@@ -149,3 +154,30 @@ def test_local_training_hides_the_process_group(monkeypatch):
         assert training.world() == (0, 1)
         assert len(StepBatches(8, 4, seed=0, start=0, steps=1).batch(0)) == 4  # the whole batch, not a share
     assert training.world() == (1, 2)
+
+
+def test_ema_update_weighs_the_old_average_by_decay():
+    """Kills: swapping ``decay`` and ``1 - decay`` in Trainer.update_ema (a decay of 0.9 tells them apart)."""
+    torch.manual_seed(123)
+    task = FixtureTask()
+    trainer = training.Trainer(task, TrainConfig(steps=2, batch_size=4, lr=1e-1, ema=0.9), torch.device("cpu"))
+    batch = training.collate_videos([FixtureClips()[i] for i in range(4)])
+    expected = {k: v.clone() for k, v in trainer.ema.items()}
+    for step in range(2):
+        task.training_step(batch, step, trainer)
+        trainer.update_ema()
+        for k, v in trainer._state().items():
+            expected[k] = 0.9 * expected[k] + 0.1 * v
+    for k, v in expected.items():
+        torch.testing.assert_close(trainer.ema[k], v)
+    assert not torch.allclose(trainer.ema["net.0.weight"], task.net.state_dict()["0.weight"])
+
+
+def test_resume_with_ema_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """Kills: not restoring ``ema.safetensors`` in Trainer.load (the average would restart from the resumed weights)."""
+    cfg = TrainConfig(steps=15, batch_size=4, lr=1e-2, ema=0.9, checkpoint_every=5, log_every=1)
+    straight, _ = run(tmp_path / "a", 15, cfg)
+    resumed, _ = run_killed_at_step_12_then_resumed(tmp_path / "b", 15, cfg)
+    assert (tmp_path / "b" / "checkpoint" / "ema.safetensors").exists()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k

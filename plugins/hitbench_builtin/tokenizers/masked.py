@@ -268,4 +268,4 @@ class _MaskTask:
         rec = self.tok.decode(pyramid)
         loss = (rec - video).abs().mean()
         trainer.step(loss, "main")
-        return {"l1": float(loss)}
+        return {"l1": float(loss.detach())}

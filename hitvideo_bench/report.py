@@ -35,7 +35,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     csv = path / "metrics.csv" if path.is_dir() else path
     if not csv.exists():
         raise BadInput(f"no results at {path}: expected {csv} (a folder written by 'hitbench run')")
-    frames = [pd.read_csv(f) for f in (csv, csv.with_name("timings.csv")) if f.exists()]
+    frames = [_read_csv(f) for f in (csv, csv.with_name("timings.csv")) if f.exists()]
     df = pd.concat(frames, ignore_index=True)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
@@ -43,6 +43,14 @@ def load_results(path: str | Path) -> pd.DataFrame:
     df["text"] = df["text"].fillna("")
     df["provenance"] = df["provenance"].fillna("")
     return df[COLUMNS]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV; one that cannot be read or parsed is bad input naming the file."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BadInput(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
 
 
 def write_results(df: pd.DataFrame, folder: Path) -> list[Path]:
@@ -344,9 +352,13 @@ def rerender(results_dir: str | Path) -> list[Path]:
     resolved_path = results_dir / "resolved.yaml"
     if not resolved_path.exists():
         raise BadInput(f"{results_dir}: no resolved.yaml (not a folder written by 'hitbench run')")
-    data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
-    table = TableSpec.model_validate(data.get("table", {}))
-    plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
+    try:
+        data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
+        table = TableSpec.model_validate(data.get("table", {}))
+        plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, ValueError) as exc:
+        raise BadInput(f"{resolved_path}: not a resolved recipe written by 'hitbench run' "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return render(df, table, plots, list(data.get("variants", {})), results_dir,
                   data.get("description") or data.get("recipe", results_dir.name))
 

@@ -39,3 +39,15 @@ def test_the_console_script_prints_no_traceback_for_a_binary_recipe(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(path) in proc.stderr and "not a text file" in proc.stderr
+
+
+def test_table_on_a_damaged_results_folder_exits_2(tmp_path, capsys):
+    (tmp_path / "metrics.csv").write_bytes(b"\xff\xfe\x00binary")
+    assert main(["table", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "metrics.csv") in err and "Traceback" not in err
+    (tmp_path / "metrics.csv").write_text("recipe,variant,seed,metric,value,higher_is_better,step,text,provenance,"
+                                          "source\nr,a,0,psnr,20.0,True,,,,measured\n")
+    (tmp_path / "resolved.yaml").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert main(["table", str(tmp_path)]) == 2
+    assert str(tmp_path / "resolved.yaml") in capsys.readouterr().err

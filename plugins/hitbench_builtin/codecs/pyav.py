@@ -12,9 +12,10 @@ result is kept. A target below the codec's floor cannot be reached: the floor an
 reached are reported, never hidden.
 
 Every encode is deterministic on a machine (so a ``target_bpp`` search picks the same CRF run to run):
-encoder threads are pinned by ``threads``, and libx265 gets a CTU size that leaves at least two CTUs
-across each side of the frame, since with one 64x64 CTU per frame its output varied run to run even
-without worker threads (docs/codecs.md).
+encoder threads are pinned by ``threads``; libx265 gets a CTU size that leaves at least two CTUs across
+each side of the frame and runs without its assembly kernels, since with one 64x64 CTU per frame its
+motion search, and its assembly coefficient coding at any CTU size, read uninitialised memory (valgrind):
+the output varied run to run and an encode could crash (docs/codecs.md).
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def _is_x264_banner(nal: bytes) -> bool:
 
 
 class X265Codec(PyAVCodec):
-    """HEVC via libx265 with ``info=0`` (drops its ~2.3 KB SEI banner); one frame thread, a pinned pool,
-    and a CTU that fits at least twice across the frame (a frame of one CTU encodes differently run to run)."""
+    """HEVC via libx265 with ``info=0`` (drops its ~2.3 KB SEI banner); one frame thread, a pinned pool, a CTU
+    that fits at least twice across the frame and no assembly kernels (both read uninitialised memory)."""
 
     encoder, decoder = "libx265", "hevc"
     counted = PyAVCodec.counted + "; x265 info SEI disabled (info=0)"
@@ -194,7 +195,8 @@ class X265Codec(PyAVCodec):
     def options(self, crf, height, width):
         ctu = x265_ctu(height, width)
         return {"crf": str(crf), "preset": self.config.speed,
-                "x265-params": f"info=0:log-level=error:pools={self.config.threads}:frame-threads=1:ctu={ctu}"}
+                "x265-params": f"info=0:log-level=error:pools={self.config.threads}:frame-threads=1:ctu={ctu}"
+                               ":no-asm=1"}
 
 
 def x265_ctu(height: int, width: int) -> int:

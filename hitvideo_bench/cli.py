@@ -63,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("results_dir", type=Path)
 
     weights = sub.add_parser("weights", help="pretrained weights the metrics need: where, present or missing")
-    weights.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
-                         help="verify a downloaded weight file and put it where the code looks")
+    action = weights.add_mutually_exclusive_group()
+    action.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
+                        help="verify a downloaded weight file and put it where the code looks")
+    action.add_argument("--download", nargs="*", metavar="NAME",
+                        help="fetch the named weights (default: every missing one) from their canonical URLs "
+                             "(the only command that uses the network; proxies from the environment)")
     return parser
 
 
@@ -216,6 +220,10 @@ def cmd_weights(args) -> int:
     if args.import_file is not None:
         info = weights.import_file(args.import_file)
         print(f"imported {args.import_file} as {info.name}: {info.path}")
+        return 0
+    if args.download is not None:
+        for info, outcome in weights.download(args.download, progress=sys.stderr.isatty()):
+            print(f"{info.name}: {outcome}")
         return 0
     print(weights.format_table())
     return 0

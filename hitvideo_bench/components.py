@@ -288,3 +288,11 @@ class BenchMetric(Metric):
     def provenance(self) -> dict[str, Any]:
         """What a reader needs to compare this value with another table's (extractor, checksum, ...)."""
         return {}
+
+    def sub_higher_is_better(self, key: str) -> bool | None:
+        """Direction of the sub-value ``key`` that :meth:`compute` returns beside the headline (``""``).
+
+        Sub-values are often of another kind than the headline (a count, an accuracy beside a distance),
+        so they do not inherit ``higher_is_better``: None (no direction) unless a metric says otherwise.
+        """
+        return None

@@ -36,7 +36,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     csv = path / "metrics.csv" if path.is_dir() else path
     if not csv.exists():
         raise BadInput(f"no results at {path}: expected {csv} (a folder written by 'hitbench run')")
-    frames = [pd.read_csv(f) for f in (csv, csv.with_name("timings.csv")) if f.exists()]
+    frames = [_read_csv(f) for f in (csv, csv.with_name("timings.csv")) if f.exists()]
     df = pd.concat(frames, ignore_index=True)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
@@ -44,6 +44,14 @@ def load_results(path: str | Path) -> pd.DataFrame:
     df["text"] = df["text"].fillna("")
     df["provenance"] = df["provenance"].fillna("")
     return df[COLUMNS]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV; one that cannot be read or parsed is bad input naming the file."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BadInput(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
 
 
 def write_results(df: pd.DataFrame, folder: Path) -> list[Path]:
@@ -137,11 +145,14 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     """table.md / table.csv / table.html, each written atomically."""
     wide = build_table(df, table, variant_order)
     heading = table.title or title
-    # markdown keeps cells short: each distinct "unavailable: <hint>" becomes a lettered note below
+    # markdown keeps cells short: a column no variant could measure goes into one note below the table,
+    # and each distinct "unavailable: <hint>" left becomes a lettered note
     hints = sorted({c for c in wide.to_numpy().ravel() if isinstance(c, str) and c.startswith("unavailable")})
     labels = {h: f"unavailable ({chr(ord('a') + i)})" for i, h in enumerate(hints)}
-    short = wide.replace(labels)
-    md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{_footnotes(df, labels)}"
+    dropped = [c for c in wide.columns[1:] if wide[c].map(lambda v: str(v).startswith("unavailable")).all()]
+    short = wide.drop(columns=dropped).replace(labels)
+    notes = _footnotes(df, labels, [(c, labels[wide[c].iloc[0]]) for c in dropped])
+    md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{notes}"
     files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
     write_text(files[0], md)
     write_text(files[1], wide.to_csv(index=False))
@@ -149,10 +160,15 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     return files
 
 
-def _footnotes(df: pd.DataFrame, labels: dict[str, str]) -> str:
+def _footnotes(df: pd.DataFrame, labels: dict[str, str], dropped: list[tuple[str, str]]) -> str:
+    """The notes below a markdown table; ``dropped``: (column, its unavailable label) left out of the table."""
     notes = ["↑ higher is better, ↓ lower is better; mean ± std over seeds where several."]
     if (~df["source"].isin(["measured", "timing"])).any():
         notes.append("Rows whose source is not 'measured' are copied from the publication named, not measured here.")
+    if dropped:
+        notes.append("Not measured for any variant, so left out of this table (table.csv and table.html keep the "
+                     "columns): " + ", ".join(f"{col.removesuffix(' ↑').removesuffix(' ↓')} {label.removeprefix('unavailable ')}"
+                               for col, label in dropped))
     notes += [f"{label}: {hint.removeprefix('unavailable: ')}" for hint, label in labels.items()]
     return "\n".join(f"- {n}" for n in notes) + "\n"
 
@@ -178,48 +194,111 @@ def plot(df: pd.DataFrame, spec: PlotSpec, variant_order: list[str], out_dir: Pa
 
     measured = df[df["source"].isin(["measured", "timing"])]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    if spec.kind == "bar":
-        final = _final(measured)
-        data = final[final["metric"] == spec.metric].groupby("variant")["value"].agg(["mean", "std"])
-        data = data.reindex([v for v in variant_order if v in data.index]).dropna(subset=["mean"])
-        if data.empty:
-            plt.close(fig)
-            return None
-        if spec.groups:
-            _grouped_bars(ax, data, spec.groups)
-        else:
-            ax.bar(data.index, data["mean"], yerr=data["std"].fillna(0), capsize=3, color="tab:blue")
-            ax.tick_params(axis="x", rotation=30)
-        ax.set_ylabel(spec.metric)
-    elif spec.kind == "line":
-        curve = measured[(measured["metric"] == spec.metric) & measured["step"].notna()]
-        if curve.empty:
-            plt.close(fig)
-            return None
-        for variant, sub in curve.groupby("variant", sort=False):
-            mean = sub.groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.values, marker="o", label=variant)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(spec.metric)
-        ax.legend()
-    else:  # layers: value decoded from the top k layers
-        final = _final(measured)
-        prefix = f"{spec.metric}@"
-        sub = final[final["metric"].str.startswith(prefix)]
-        if sub.empty:
-            plt.close(fig)
-            return None
-        sub = sub.assign(k=sub["metric"].str[len(prefix):].astype(int))
-        for variant, part in sub.groupby("variant", sort=False):
-            mean = part.groupby("k")["value"].mean()
-            ax.plot(mean.index, mean.values, marker="o", label=variant)
-        ax.set_xlabel("layers decoded (coarsest k)")
-        ax.set_ylabel(spec.metric)
-        ax.legend()
+    draw = {"bar": _bar_plot, "line": _line_plot, "layers": _layers_plot, "rd": _rd_plot}[spec.kind]
+    if not draw(ax, measured, spec, variant_order):
+        plt.close(fig)
+        return None
     ax.set_title(spec.title or f"{spec.metric} ({spec.kind})")
     ax.grid(alpha=0.3)
     name = spec.file or f"{spec.kind}_{spec.metric.replace('/', '_')}.png"
     return save_figure(fig, out_dir / name)
+
+
+def _bar_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str]) -> bool:
+    """Mean (± std over seeds) of ``spec.metric`` per variant, grouped when the spec has groups."""
+    final = _final(measured)
+    data = final[final["metric"] == spec.metric].groupby("variant")["value"].agg(["mean", "std"])
+    data = data.reindex([v for v in variant_order if v in data.index]).dropna(subset=["mean"])
+    if data.empty:
+        return False
+    if spec.groups:
+        _grouped_bars(ax, data, spec.groups)
+    else:
+        ax.bar(data.index, data["mean"], yerr=data["std"].fillna(0), capsize=3, color="tab:blue")
+        ax.tick_params(axis="x", rotation=30)
+    ax.set_ylabel(spec.metric)
+    return True
+
+
+def _line_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str]) -> bool:
+    """``spec.metric`` over training steps, one line per variant."""
+    curve = measured[(measured["metric"] == spec.metric) & measured["step"].notna()]
+    if curve.empty:
+        return False
+    for variant, sub in curve.groupby("variant", sort=False):
+        mean = sub.groupby("step")["value"].mean()
+        ax.plot(mean.index, mean.values, marker="o", label=variant)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(spec.metric)
+    ax.legend()
+    return True
+
+
+def _layers_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str]) -> bool:
+    """``spec.metric`` decoded from the coarsest k layers (``metric@k`` rows), one line per variant."""
+    from matplotlib.ticker import MaxNLocator
+
+    final = _final(measured)
+    prefix = f"{spec.metric}@"
+    sub = final[final["metric"].str.startswith(prefix)]
+    if sub.empty:
+        return False
+    sub = sub.assign(k=sub["metric"].str[len(prefix):].astype(int))
+    for variant, part in sub.groupby("variant", sort=False):
+        mean = part.groupby("k")["value"].mean()
+        ax.plot(mean.index, mean.values, marker="o", label=variant)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts layers: no ticks at 1.5, 2.5
+    ax.set_xlabel("layers decoded (coarsest k)")
+    ax.set_ylabel(spec.metric)
+    ax.legend()
+    return True
+
+
+def rd_groups(variants: list[str]) -> dict[str, list[str]]:
+    """Default lines of an ``rd`` plot: variants named ``GROUP@SETTING`` (e.g. ``x264@crf30``) by GROUP."""
+    groups: dict[str, list[str]] = {}
+    for variant in variants:
+        if "@" in variant:
+            groups.setdefault(variant.split("@", 1)[0], []).append(variant)
+    return groups
+
+
+def _rd_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str]) -> bool:
+    """Rate-distortion: ``spec.metric`` over the first rate metric of ``spec.x``; a line per group (a codec's
+    CRF sweep), a point per other variant (a tokenizer), drawn filled at the first rate metric and hollow at
+    each further one (e.g. its entropy-coded bpp), joined by a dotted line."""
+    final = _final(measured)
+    means = final[final["metric"].isin([spec.metric, *spec.x])].groupby(["variant", "metric"])["value"].mean()
+    means = means.unstack()
+    rate, others = spec.x[0], spec.x[1:]
+    if means.empty or rate not in means or spec.metric not in means:
+        return False
+    order = [v for v in dict.fromkeys(variant_order + list(means.index)) if v in means.index]
+    groups = spec.groups or rd_groups(order)
+    in_groups = {v for members in groups.values() for v in members}
+    drawn = False
+    for group, members in groups.items():
+        line = means.reindex([v for v in members if v in means.index])[[rate, spec.metric]].dropna()
+        if not line.empty:
+            line = line.sort_values(rate)
+            ax.plot(line[rate], line[spec.metric], marker="o", markersize=4, label=group)
+            drawn = True
+    for variant in (v for v in order if v not in in_groups):
+        y, x = means.loc[variant, spec.metric], means.loc[variant, rate]
+        if pd.isna(x) or pd.isna(y):
+            continue
+        (point,) = ax.plot([x], [y], marker="*", markersize=13, linestyle="none", label=f"{variant} ({rate})")
+        for other, marker in zip(others, "sDv^<>"):
+            if other in means and not pd.isna(means.loc[variant, other]):
+                x_other = means.loc[variant, other]
+                ax.plot([x_other, x], [y, y], ":", color=point.get_color(), linewidth=1)
+                ax.plot([x_other], [y], marker=marker, markersize=8, markerfacecolor="none", linestyle="none",
+                        color=point.get_color(), label=f"{variant} ({other})")
+        drawn = True
+    ax.set_xlabel(f"rate: {rate}" + (f" (filled); {', '.join(others)} (hollow)" if others else ""))
+    ax.set_ylabel(spec.metric)
+    ax.legend(fontsize=7)
+    return drawn
 
 
 def _grouped_bars(ax, data: pd.DataFrame, groups: dict[str, list[str]]) -> None:
@@ -286,10 +365,14 @@ def rerender(results_dir: str | Path) -> list[Path]:
     resolved_path = results_dir / "resolved.yaml"
     if not resolved_path.exists():
         raise BadInput(f"{results_dir}: no resolved.yaml (not a folder written by 'hitbench run')")
-    data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
-    table = TableSpec.model_validate(data.get("table", {}))
-    plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
-    claims = [ClaimSpec.model_validate(c) for c in data.get("claims", [])]
+    try:
+        data = yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
+        table = TableSpec.model_validate(data.get("table", {}))
+        plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
+        claims = [ClaimSpec.model_validate(c) for c in data.get("claims", [])]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, ValueError) as exc:
+        raise BadInput(f"{resolved_path}: not a resolved recipe written by 'hitbench run' "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     variants = list(data.get("variants", {}))
     files = render(df, table, plots, variants, results_dir, data.get("description") or data.get("recipe", results_dir.name))
     return files + write_claims(load_per_clip(results_dir), claims, table_metrics(df, table), variants, results_dir)

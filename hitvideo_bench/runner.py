@@ -283,5 +283,16 @@ def manifest(resolved: ResolvedRecipe, device: torch.device, started: float, sum
         "wall_time_s": round(time.time() - started, 3),
         "peak_memory": peak_memory(),
         "reused_runs": reused,
+        "resumed_training": resumed_training(summaries),
         "runs": summaries,
     }
+
+
+def resumed_training(summaries: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Run -> {component: checkpoint step its training resumed from}, for the components that resumed."""
+    out: dict[str, dict[str, int]] = {}
+    for run, summary in summaries.items():
+        for key, part in (summary or {}).items():
+            if isinstance(part, dict) and part.get("resumed_from_step") is not None:
+                out.setdefault(run, {})[key] = part["resumed_from_step"]
+    return out

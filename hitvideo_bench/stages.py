@@ -160,8 +160,8 @@ class MetricSet:
             items = value.items() if isinstance(value, dict) else [(None, value)]
             for key, val in items:
                 metric_name = f"{name}/{key}" if key else name  # key "" is the metric's headline value
-                out.append(row(metric_name + self.suffix, float(val), self.higher[name], step=step,
-                               provenance=prov))
+                higher = metric.sub_higher_is_better(key) if key else self.higher[name]
+                out.append(row(metric_name + self.suffix, float(val), higher, step=step, provenance=prov))
         for name, hint in self.unavailable.items():
             out.append(row(name + self.suffix, math.nan, self.higher[name], step=step, text=f"unavailable: {hint}"))
         for name, why in self.not_applicable.items():

@@ -29,6 +29,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -351,7 +352,9 @@ def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, 
           eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train ``task`` for ``cfg.steps`` steps on ``data``; resume from ``workdir`` if it holds a checkpoint.
 
-    Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "precision"}``.
+    Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "precision",
+    "resumed_from_step"}`` (None when it started from scratch); a resume is also said on stderr, which is the
+    run's log under ``--jobs``.
     """
     from tqdm.auto import tqdm
 
@@ -366,6 +369,10 @@ def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, 
     if (ckpt / "state.pt").exists():
         extra = trainer.load(ckpt)
     start = trainer.step_count
+    resumed = start if (ckpt / "state.pt").exists() else None
+    if resumed is not None and is_main_process():
+        print(f"hitbench: resuming training from the checkpoint at step {start} of {cfg.steps} ({ckpt})",
+              file=sys.stderr, flush=True)
     sampler = StepBatches(len(data), cfg.batch_size, seed, start, cfg.steps)
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers,
                                          collate_fn=getattr(task, "collate", collate_videos),
@@ -402,4 +409,4 @@ def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, 
         module.eval()
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
-            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1]}
+            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "resumed_from_step": resumed}

@@ -1,10 +1,12 @@
 """Pretrained weights the learned metrics need: where they come from, where the code looks, checksums.
 
-Nothing here touches the network. :func:`find` returns the path of a weight that is on disk or raises
-:class:`WeightsUnavailable` with a hint (download URL, and ``hitbench weights --import FILE``).
-:func:`import_file` takes a file (or, for a Hugging Face model, a folder) downloaded elsewhere,
-identifies it, verifies its checksum where one is published and copies it atomically to where
-:func:`find` looks. :func:`format_table` is what ``hitbench weights`` prints.
+A run never touches the network. :func:`find` returns the path of a weight that is on disk or raises
+:class:`WeightsUnavailable` with a hint (``hitbench weights --download NAME``, or the URL and
+``hitbench weights --import FILE`` for an offline machine). :func:`import_file` takes a file (or, for a
+Hugging Face model, a folder) downloaded elsewhere, identifies it, verifies its checksum where one is
+published and copies it atomically to where :func:`find` looks. :func:`download` is the one thing that
+goes online, and only when a user asks (``hitbench weights --download``): see :mod:`.download`.
+:func:`format_table` is what ``hitbench weights`` prints.
 
 Where the code looks:
 - torchvision backbones (LPIPS) and the StyleGAN-V I3D (FVD): ``<torch hub dir>/checkpoints/<file>``,
@@ -28,12 +30,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput, WeightsUnavailable
 
-IMPORT_HINT = "then `hitbench weights --import FILE` (or copy it to {path}); `hitbench weights` lists all"
+IMPORT_HINT = ("then `hitbench weights --import FILE` (or copy it to {path}); `hitbench weights` lists all")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class WeightInfo:
     file_name: str = ""
     size: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    files: tuple[str, ...] = ()  # hf-model: the files of the model folder (besides one of WEIGHT_FILES)
 
     @property
     def checksum(self) -> str:
@@ -64,12 +68,13 @@ class WeightInfo:
         """How to get this weight onto an offline machine."""
         if self.kind == "package":
             return f"reinstall the lpips package (`pip install lpips`); expected {self.path}"
+        online = f"run `hitbench weights --download {self.name}` on a connected machine; offline, "
         if self.kind == "hf-model":
-            return (f"on a machine with internet run `huggingface-cli download {self.url.rsplit('.co/', 1)[-1]}` "
+            return (online + f"run `huggingface-cli download {self.url.rsplit('.co/', 1)[-1]}` elsewhere "
                     f"and copy the folder {self.path.name} into {self.path.parent}, or "
                     f"`hitbench weights --import FOLDER` with a folder holding config.json, the weights and "
                     f"tokenizer files ({self.url})")
-        return f"download {self.url} " + IMPORT_HINT.format(path=self.path)
+        return online + f"download {self.url} " + IMPORT_HINT.format(path=self.path)
 
 
 def torch_checkpoints() -> Path:
@@ -99,6 +104,8 @@ def _lpips_package_dir() -> Path:
 
 
 CLIP_REPO = "openai/clip-vit-base-patch32"
+CLIP_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 def registry() -> dict[str, WeightInfo]:
@@ -129,7 +136,7 @@ def registry() -> dict[str, WeightInfo]:
                    f"https://huggingface.co/{CLIP_REPO}",
                    checksum_note="per-file sha256 shown on the hub, not pinned; the weight file's sha256 is "
                                  "recorded with each CLIPSIM", kind="hf-model", file_name=CLIP_REPO, size="605 MB",
-                   aliases=(CLIP_REPO,)),
+                   aliases=(CLIP_REPO,), files=CLIP_FILES),
     ]
     return {info.name: info for info in infos}
 
@@ -148,14 +155,14 @@ def info(name: str) -> WeightInfo:
 # ------------------------------------------------------------------------------------------- finding
 
 
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _complete_hf_snapshot(folder: Path) -> bool:
     """A model folder with a config, a weight file and a tokenizer."""
     has_tokenizer = (folder / "tokenizer.json").is_file() or (
         (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
-    return ((folder / "config.json").is_file() and any((folder / f).is_file() for f in _WEIGHT_FILES)
+    return ((folder / "config.json").is_file() and any((folder / f).is_file() for f in WEIGHT_FILES)
             and has_tokenizer)
 
 
@@ -219,7 +226,7 @@ def weight_file_of(path: Path) -> Path:
     """The weight file itself (for an HF model folder: its safetensors / bin file)."""
     path = Path(path)
     if path.is_dir():
-        for name in _WEIGHT_FILES:
+        for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name
     return path
@@ -237,7 +244,8 @@ def format_table() -> str:
                   f"    path:     {where}",
                   f"    source:   {entry.url}",
                   f"    checksum: {entry.checksum}" + (f" ({entry.checksum_note})" if entry.checksum_note else "")]
-    lines += ["", "Import a file downloaded elsewhere: hitbench weights --import FILE"]
+    lines += ["", "Download the missing ones (connected machine): hitbench weights --download [NAME ...]",
+              "Import a file downloaded elsewhere: hitbench weights --import FILE"]
     return "\n".join(lines)
 
 
@@ -273,18 +281,26 @@ def _identify(path: Path) -> WeightInfo:
     return entry
 
 
+def checksum_problem(digest: str, entry: WeightInfo) -> str | None:
+    """Why a file with sha256 ``digest`` is not ``entry`` (None when it matches or nothing is published)."""
+    if entry.sha256 and digest != entry.sha256:
+        return f"wrong checksum for {entry.name}: expected sha256 {entry.sha256}, got {digest}"
+    if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
+        return (f"wrong checksum for {entry.name}: expected sha256 starting {entry.sha256_prefix} "
+                f"(published in the file name), got {digest}")
+    return None
+
+
 def _verify(path: Path, entry: WeightInfo) -> str:
     """sha256 of ``path``; :class:`BadInput` naming file, expected and actual hash when it does not match."""
     digest = sha256_of(path)
-    if entry.sha256 and digest != entry.sha256:
-        raise BadInput(f"{path}: wrong checksum for {entry.name}: expected sha256 {entry.sha256}, got {digest}")
-    if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
-        raise BadInput(f"{path}: wrong checksum for {entry.name}: expected sha256 starting {entry.sha256_prefix} "
-                       f"(published in the file name), got {digest}")
+    problem = checksum_problem(digest, entry)
+    if problem:
+        raise BadInput(f"{path}: {problem}")
     return digest
 
 
-def _check_loadable(path: Path, entry: WeightInfo) -> None:
+def check_loadable(path: Path, entry: WeightInfo) -> None:
     """For weights without a published checksum: at least check the file is what it claims to be."""
     import zipfile
 
@@ -305,10 +321,10 @@ def _atomic_copy(source: Path, target: Path) -> None:
             os.unlink(tmp)
 
 
-def _import_hf_folder(source: Path, entry: WeightInfo) -> Path:
+def import_hf_folder(source: Path, entry: WeightInfo) -> Path:
     """Copy a model folder into the HF cache layout (``snapshots/<rev>/``, ``refs/main``) atomically."""
     if not _complete_hf_snapshot(source):
-        raise BadInput(f"{source}: incomplete model folder: needs config.json, one of {', '.join(_WEIGHT_FILES)} "
+        raise BadInput(f"{source}: incomplete model folder: needs config.json, one of {', '.join(WEIGHT_FILES)} "
                        f"and tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
     revision = "imported-" + sha256_of(weight_file_of(source))[:16]
     snapshots = entry.path / "snapshots"
@@ -346,14 +362,31 @@ def import_file(path: str | Path) -> WeightInfo:
     if entry.kind == "package":
         raise BadInput(f"{source}: {entry.name} ships with the lpips package; {entry.hint()}")
     if entry.kind == "hf-model":
-        target = _import_hf_folder(source, entry)
+        target = import_hf_folder(source, entry)
         return dataclasses.replace(entry, path=target)
     _verify(source, entry)
-    _check_loadable(source, entry)
+    check_loadable(source, entry)
     if not (entry.path.exists() and entry.path.resolve() == source.resolve()):
         _atomic_copy(source, entry.path)
     return entry
 
 
-__all__ = ["WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file", "sha256_of",
-           "weight_file_of", "hf_snapshot", "torch_checkpoints", "hf_hub_cache"]
+def download(names: list[str] | None = None, progress: bool = True) -> Iterator[tuple[WeightInfo, str]]:
+    """Fetch weights ``names`` (default: every downloadable one) from their canonical URLs into the caches
+    :func:`find` reads, skipping those present; yields ``(entry, what happened)`` as each one is done.
+    Unknown names are rejected before anything is fetched. See :mod:`.download`."""
+    from .download import fetch_weight
+
+    entries = [info(n) for n in names] if names else [e for e in registry().values() if e.kind != "package"]
+    for entry in entries:
+        if entry.kind == "package":
+            raise BadInput(f"{entry.name}: ships with the lpips package, nothing to download; {entry.hint()}")
+    for entry in entries:
+        if is_present(entry.name):
+            yield entry, f"present: {find(entry.name)}"
+        else:
+            yield entry, f"downloaded: {fetch_weight(entry, progress=progress)}"
+
+
+__all__ = ["WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file", "download",
+           "sha256_of", "weight_file_of", "hf_snapshot", "torch_checkpoints", "hf_hub_cache"]

@@ -1,4 +1,4 @@
-"""Shared test set-up: an isolated component cache, the paths of the shared test clips, one CPU thread."""
+"""Shared test set-up: an isolated component cache, the bundled real clip, one CPU thread."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+CLIPS = ROOT / "examples" / "clips"  # the real clip bundled with the project (see its README)
 TESTS = Path(__file__).resolve().parent
 
 
@@ -32,11 +32,8 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def shared_clip() -> Path:
-    """The real Big Buck Bunny clip from ../shared/data (skips where that folder is absent)."""
-    path = SHARED_DATA / "bigbuckbunny.mp4"
-    if not path.exists():
-        pytest.skip(f"shared test clip not found at {path} (a fresh clone has no ../shared)")
-    return path
+    """The real Big Buck Bunny clip bundled in examples/clips/."""
+    return CLIPS / "bigbuckbunny.mp4"
 
 
 @pytest.fixture

@@ -138,7 +138,8 @@ def test_prompt_acc_matches_the_probe_and_drops_for_shuffled_prompts(trained_pro
     metric.update(pred=val[:100], captions=captions[:100])
     metric.update(pred=val[100:], captions=captions[100:])
     out = metric.compute()
-    assert set(out) == {"", *ATTRIBUTES, "probe_acc"}
+    assert set(out) == {"", *ATTRIBUTES, "attributes", "probe_acc"}
+    assert float(out["attributes"]) == pytest.approx(sum(float(out[a]) for a in ATTRIBUTES) / len(ATTRIBUTES))
     # the probe's held-out accuracy was measured on the first 512 val clips (these among them)
     assert float(out[""]) == pytest.approx(trained_probe.accuracy, abs=0.05)
     assert float(out["probe_acc"]) == pytest.approx(trained_probe.accuracy)

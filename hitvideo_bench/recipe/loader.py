@@ -51,8 +51,15 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, tuple[str, int]]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInput(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(Problem(f"not a text file: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not "
+                               "valid UTF-8 (a recipe is a YAML text file)", file=str(path))) from None
     except OSError as exc:
-        raise BadInput(f"cannot read recipe {path}: {exc.strerror}") from None
+        reason = exc.strerror or str(exc)
+        raise BadInput(Problem(f"cannot read recipe: {reason}", file=str(path))) from None
+    if "\x00" in text:
+        raise BadInput(Problem("not a text file: it contains NUL bytes (a recipe is a YAML text file)",
+                               file=str(path)))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

@@ -104,14 +104,19 @@ class TableSpec(Strict):
 
 
 class PlotSpec(Strict):
-    """A plot: ``bar`` (value per variant), ``line`` (value over training step), ``layers`` (value per k)."""
+    """A plot: ``bar`` (value per variant), ``line`` (value over training step), ``layers`` (value per k),
+    ``rd`` (rate-distortion: ``metric`` over the rate metrics ``x``; a line per group, a point per other variant)."""
 
-    kind: Literal["bar", "line", "layers"]
+    kind: Literal["bar", "line", "layers", "rd"]
     metric: str
     title: str | None = None
     file: str | None = None
     groups: dict[str, list[str]] | None = Field(
-        None, description="bar plots: group name -> variants, drawn as grouped bars")
+        None, description="bar: group name -> variants, drawn as grouped bars; rd: group -> variants drawn as one "
+                          "line (default: variants named GROUP@SETTING, e.g. x264@crf30, form group GROUP)")
+    x: list[str] = Field(default_factory=lambda: ["bpp", "bpp-entropy"], min_length=1,
+                         description="rd: rate metrics on the x axis; the first drawn filled, each further one hollow "
+                                     "beside it (e.g. nominal and entropy-coded bpp)")
 
 
 class ClaimSpec(Strict):

@@ -1,6 +1,6 @@
 """Classical codec baselines through PyAV: H.264 (libx264), HEVC (libx265), AV1 (SVT-AV1).
 
-Bits are counted honestly (see shared notes/codecs.md): the bare bitstream of a ``CodecContext``
+Bits are counted honestly (see docs/codecs.md): the bare bitstream of a ``CodecContext``
 (no container), parameter sets included; libx264's version/options SEI banner is stripped from the
 stream (and the stripped stream is what gets decoded, proving nothing needed was lost); libx265 runs
 with ``info=0``; AV1 temporal delimiters (2 bytes a frame) are stripped as an mp4 sample would.
@@ -10,6 +10,12 @@ RGB -> yuv420p -> RGB is part of the reconstruction, and its no-codec PSNR ceili
 over the whole range is followed by every CRF near the two closest coarse points, and the closest
 result is kept. A target below the codec's floor cannot be reached: the floor and the bpp actually
 reached are reported, never hidden.
+
+Every encode is deterministic on a machine (so a ``target_bpp`` search picks the same CRF run to run):
+encoder threads are pinned by ``threads``; libx265 gets a CTU size that leaves at least two CTUs across
+each side of the frame and runs without its assembly kernels, since with one 64x64 CTU per frame its
+motion search, and its assembly coefficient coding at any CTU size, read uninitialised memory (valgrind):
+the output varied run to run and an encode could crash (docs/codecs.md).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class CodecConfig(ComponentConfig):
     speed: str = Field("medium", description="encoder speed preset (x264/x265 names; SVT-AV1 0-13)")
     gop: int = Field(0, ge=0, description="keyframe interval; 0 = encoder default")
     fps: float = Field(8.0, gt=0)
-    threads: int = Field(1, ge=1, description="1 keeps the output deterministic")
+    threads: int = Field(1, ge=1, description="encoder threads (x264 threads, x265 pool, SVT-AV1 lp)")
     coarse_step: int = Field(4, ge=1, description="target_bpp search: coarse CRF grid step")
 
     @model_validator(mode="after")
@@ -75,7 +81,8 @@ class PyAVCodec(Codec):
     default_crf: ClassVar[int] = 28
     counted: ClassVar[str] = "bare bitstream (no container), parameter sets included"
 
-    def options(self, crf: int) -> dict[str, str]:
+    def options(self, crf: int, height: int, width: int) -> dict[str, str]:
+        """Encoder options for one clip of ``height x width``."""
         return {"crf": str(crf), "preset": self.config.speed, "threads": str(self.config.threads)}
 
     def strip(self, packets: list[bytes]) -> list[bytes]:
@@ -91,7 +98,7 @@ class PyAVCodec(Codec):
         ctx.time_base, ctx.framerate = 1 / rate, rate
         if self.config.gop:
             ctx.gop_size = self.config.gop
-        ctx.options = self.options(crf)
+        ctx.options = self.options(crf, H, W)
         packets = []
         for i, frame in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
@@ -103,6 +110,7 @@ class PyAVCodec(Codec):
     def decode(self, packets: list[bytes], shape: tuple[int, int, int]) -> np.ndarray:
         """Decode the stripped packets back to ``(T, H, W, 3)`` uint8 RGB."""
         ctx = av.CodecContext.create(self.decoder, "r")
+        ctx.thread_count = 1  # no frame threads: nothing in a reconstruction may depend on timing
         frames = []
         for data in packets:
             for packet in ctx.parse(data):
@@ -179,14 +187,22 @@ def _is_x264_banner(nal: bytes) -> bool:
 
 
 class X265Codec(PyAVCodec):
-    """HEVC via libx265 with ``info=0`` (drops its ~2.3 KB SEI banner)."""
+    """HEVC via libx265 with ``info=0`` (drops its ~2.3 KB SEI banner); one frame thread, a pinned pool, a CTU
+    that fits at least twice across the frame and no assembly kernels (both read uninitialised memory)."""
 
     encoder, decoder = "libx265", "hevc"
     counted = PyAVCodec.counted + "; x265 info SEI disabled (info=0)"
 
-    def options(self, crf):
+    def options(self, crf, height, width):
+        ctu = x265_ctu(height, width)
         return {"crf": str(crf), "preset": self.config.speed,
-                "x265-params": f"info=0:log-level=error:pools={self.config.threads}:frame-threads=1"}
+                "x265-params": f"info=0:log-level=error:pools={self.config.threads}:frame-threads=1:ctu={ctu}"
+                               ":no-asm=1"}
+
+
+def x265_ctu(height: int, width: int) -> int:
+    """The largest x265 CTU size (64, 32 or 16) that fits at least twice into both sides of the frame."""
+    return next((ctu for ctu in (64, 32) if min(height, width) >= 2 * ctu), 16)
 
 
 class SvtAv1Codec(PyAVCodec):
@@ -197,12 +213,12 @@ class SvtAv1Codec(PyAVCodec):
     default_crf = 40
     counted = PyAVCodec.counted + "; AV1 temporal delimiters stripped"
 
-    def options(self, crf):
+    def options(self, crf, height, width):
         speed = self.config.speed if self.config.speed.isdigit() else "8"
-        return {"crf": str(crf), "preset": speed}
+        return {"crf": str(crf), "preset": speed, "svtav1-params": f"lp={self.config.threads}"}
 
     def strip(self, packets):
         return [p[2:] if p[:2] == b"\x12\x00" else p for p in packets]
 
 
-__all__ = ["X264Codec", "X265Codec", "SvtAv1Codec", "split_annexb", "yuv420_ceiling_psnr"]
+__all__ = ["X264Codec", "X265Codec", "SvtAv1Codec", "split_annexb", "x265_ctu", "yuv420_ceiling_psnr"]

@@ -19,6 +19,9 @@ seeded ``random`` crop) and resized to ``height x width``. A file longer than on
 ``max_clips_per_file`` clips ``clip_stride`` seconds apart (default: back to back). Only the frames a
 clip shows are decoded to RGB, so long or large files do not fill memory.
 
+``keep_decoded: true`` keeps each clip in memory after its first decode: training on a few clips reads
+each many times, and decoding dominates a tiny training step otherwise.
+
 A file shorter than one clip (``short_clips``): ``error`` (default) is an error naming the file and
 its length; ``pad`` repeats its last frame; ``loop`` plays it again from the start.
 
@@ -74,6 +77,8 @@ class VideoFolderConfig(ComponentConfig):
     clip_stride: float | None = Field(None, gt=0, description="seconds between clip starts; default: clip length")
     short_clips: Literal["error", "pad", "loop"] = "error"
     on_error: Literal["raise", "skip"] = "raise"
+    keep_decoded: bool = Field(False, description="keep each clip in memory once decoded (a few clips read many "
+                                                  "times, as in training on a small folder)")
     extensions: tuple[str, ...] = EXTENSIONS
     seed: int = 0
     presets = {"tiny": {}, "small": {"frames": 32, "height": 128, "width": 128},
@@ -371,13 +376,21 @@ class VideoFolder(VideoDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"video-folder[{self.split}] has {len(self)} clips, asked for {index}")
         path, start = self._clips[index]
-        probe = self._probes[path]
-        frames = decode_frames_at(path, probe, self.wanted_times(probe, start))
-        video = from_uint8_frames(frames)
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + index)
-        video = crop_resize(video, self.config.height, self.config.width, self.config.crop, generator)
-        return {"video": video.contiguous(), "caption": self.caption(path),
-                "attrs": {"file": str(path), "start": start}}
+        video = self._decoded.get(index)
+        if video is None:
+            probe = self._probes[path]
+            frames = decode_frames_at(path, probe, self.wanted_times(probe, start))
+            video = from_uint8_frames(frames)
+            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + index)
+            video = crop_resize(video, self.config.height, self.config.width, self.config.crop, generator).contiguous()
+            if self.config.keep_decoded:
+                self._decoded[index] = video
+        return {"video": video.clone(), "caption": self.caption(path), "attrs": {"file": str(path), "start": start}}
+
+    @cached_property
+    def _decoded(self) -> dict[int, torch.Tensor]:
+        """Clips kept after their first decode (``keep_decoded``); each is the same on every read."""
+        return {}
 
     def identity(self) -> dict[str, Any]:
         """Config, split, and size + modification time of every video and caption file it reads."""
@@ -388,5 +401,7 @@ class VideoFolder(VideoDataset):
 
         sidecars = [p.with_suffix(".txt") for p in self.files if p.with_suffix(".txt").is_file()]
         indexes = [self.root / n for n in CAPTION_INDEXES if (self.root / n).is_file()]
-        return {**super().identity(), "split_rule": self.split_rule, "files": [stat(p) for p in self.files],
+        base = super().identity()
+        base["config"].pop("keep_decoded", None)  # where clips are kept does not change them
+        return {**base, "split_rule": self.split_rule, "files": [stat(p) for p in self.files],
                 "captions": [stat(p) for p in sidecars + indexes]}

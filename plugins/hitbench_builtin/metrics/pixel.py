@@ -89,6 +89,9 @@ class PSNR(FramewiseMetric):
             return mean
         return {"": mean, "of_mean_mse": 10 * torch.log10(1.0 / (self.mse_sum / self.frames).clamp(min=1e-10))}
 
+    def sub_higher_is_better(self, key):
+        return True if key == "of_mean_mse" else None
+
 
 class SSIM(FramewiseMetric):
     """Mean over frames of SSIM (pytorch-msssim, gaussian window 11, sigma 1.5, K = (0.01, 0.03))."""

@@ -432,12 +432,16 @@ class ProbeFD(_ProbeUser, FrechetFeatureMetric):
     def compute(self) -> dict[str, Any]:
         return {**super().compute(), "probe_acc": self.probe_acc()}
 
+    def sub_higher_is_better(self, key):
+        return True if key == "probe_acc" else None  # real_clips / gen_clips are counts
+
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), **self.probe_provenance()}
 
 
 class PromptAccuracy(_ProbeUser, BenchMetric):
-    """Share of clips whose probe-predicted attributes match their prompt: all at once ("") and per attribute."""
+    """Share of clips whose probe-predicted attributes match their prompt: all at once (""), per attribute, and
+    the mean of the per-attribute shares (``attributes``), which moves long before all five match at once."""
 
     Config = ProbeConfig
     inputs = ("pred", "captions")
@@ -471,8 +475,12 @@ class PromptAccuracy(_ProbeUser, BenchMetric):
         out: dict[str, Any] = {"": self.all_correct / self.total}
         for i, name in enumerate(ATTRIBUTE_NAMES):
             out[name] = self.correct[i] / self.total
+        out["attributes"] = self.correct.mean() / self.total
         out["probe_acc"] = self.probe_acc()
         return out
+
+    def sub_higher_is_better(self, key):
+        return True  # every share, and the probe's own accuracy
 
     def provenance(self) -> dict[str, Any]:
         return {"clips": int(self.total), "attributes": list(ATTRIBUTE_NAMES), **self.probe_provenance()}

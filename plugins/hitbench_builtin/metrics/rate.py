@@ -82,6 +82,9 @@ class EntropyBitsPerPixel(TokenHistogram):
             total += bits
         return {"": torch.tensor(total / float(self.pixels), dtype=torch.float64), **out}
 
+    def sub_higher_is_better(self, key):
+        return False  # each layer's share of the bits
+
 
 class CodebookStats(TokenHistogram):
     """Per layer: codebook usage (share of codes used) and perplexity (2^entropy)."""

@@ -110,7 +110,6 @@ class PyAVCodec(Codec):
     def decode(self, packets: list[bytes], shape: tuple[int, int, int]) -> np.ndarray:
         """Decode the stripped packets back to ``(T, H, W, 3)`` uint8 RGB."""
         ctx = av.CodecContext.create(self.decoder, "r")
-        ctx.thread_count = 1  # no frame threads: nothing in a reconstruction may depend on timing
         frames = []
         for data in packets:
             for packet in ctx.parse(data):

@@ -153,3 +153,15 @@ def test_codebook_usage_and_perplexity_of_every_layer_on_hand_counted_tokens():
     assert float(values["perplexity/L1"]) == pytest.approx(2 ** h)
     assert float(values["usage/L0"]) == pytest.approx(4 / 16)
     assert float(values["usage/L1"]) == pytest.approx(2 / 8)
+
+
+def test_ssim_on_low_contrast_clips_matches_torchmetrics_at_data_range_one():
+    """Kills: SSIM's ``data_range=1.0`` changed (its constants C1, C2 dominate on low-contrast frames)."""
+    g = torch.Generator().manual_seed(1)
+    target = 0.5 + 0.05 * torch.rand(2, 3, 2, 64, 64, generator=g)  # fixture: low-contrast clips
+    pred = target + 0.02 * torch.randn(target.shape, generator=g)
+    reference = StructuralSimilarityIndexMeasure(gaussian_kernel=True, kernel_size=11, sigma=1.5, data_range=1.0)
+    whole = split_updates("ssim", pred, target)[0]
+    assert float(whole) == pytest.approx(float(reference(frames_of(pred), frames_of(target))), abs=2e-3)
+    both = split_updates("psnr", pred, target, mean_mse=True)[0]
+    assert set(both) == {"", "of_mean_mse"}  # "" is the headline value, reported as psnr itself

@@ -117,6 +117,22 @@ class Compressed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TrainingTrace:
+    """One training step of a component, for ``hitbench validate``'s memory estimate (hitvideo_bench.memory).
+
+    The component builds its modules and inputs on a device with no memory behind it; ``step()`` runs the
+    training forward and returns the loss. ``trained`` are the modules the optimiser updates, ``frozen`` those
+    only held in memory; ``extra_bytes`` counts what lives outside them (e.g. a frozen text encoder).
+    """
+
+    step: Callable[[], torch.Tensor]
+    trained: list[torch.nn.Module]
+    frozen: list[torch.nn.Module] = field(default_factory=list)
+    extra_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
 @runtime_checkable
 class Compressor(Protocol):
     """Video in, reconstruction and bits out."""
@@ -199,6 +215,14 @@ class Tokenizer(torch.nn.Module, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} is not trainable")
 
+    @classmethod
+    def training_trace(cls, config: ComponentConfig, clip_shape: tuple[int, int, int], batch: int,
+                       build: Callable[[], Any], device: torch.device) -> TrainingTrace | None:
+        """The costliest step of this tokenizer's training on ``batch`` clips of ``clip_shape``, for the memory
+        estimate: build modules and inputs inside ``with build():`` (on ``device``, which has no memory
+        behind it) and return a :class:`TrainingTrace`. None (the default): not estimated."""
+        return None
+
     def save_pretrained(self, path: Path) -> None:
         """Save weights (safetensors) and the resolved config so :func:`load_tokenizer` rebuilds it."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
@@ -236,6 +260,14 @@ class Generator(torch.nn.Module, ABC):
     @abstractmethod
     def sample(self, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, **kwargs) -> TokenPyramid:
         """Sample one pyramid per prompt."""
+
+    @classmethod
+    def training_trace(cls, config: ComponentConfig, codebook_sizes: list[int], grid_shapes: list[tuple[int, int, int]],
+                       batch: int, build: Callable[[], Any], device: torch.device) -> TrainingTrace | None:
+        """One step of this generator's training on ``batch`` pyramids of ``grid_shapes``, for the memory estimate:
+        build modules and inputs inside ``with build():`` (on ``device``, which has no memory behind it) and return a
+        :class:`TrainingTrace`. None (the default): not estimated."""
+        return None
 
     def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
             seed: int, progress: bool = True) -> dict[str, Any]:

@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -54,7 +52,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import arg_tree_leaves
 
-from .errors import BadInput, WeightsUnavailable
+from .components import TrainingTrace
+from .errors import BadInput
 from .training import TrainConfig, autocast_dtype
 
 GIB = 2 ** 30
@@ -250,101 +249,39 @@ def _estimate(device: _FakeDevice, step: Callable[[], torch.Tensor], train: Trai
 # ------------------------------------------------------------------------------------------ components
 
 
-def _lpips_alex(device: torch.device) -> nn.Module:
-    """The LPIPS network of the tokenizer's perceptual loss (AlexNet trunk), with random weights: shapes only."""
-    import lpips
-
-    with warnings.catch_warnings():  # lpips passes torchvision its deprecated ``pretrained`` argument
-        warnings.simplefilter("ignore", UserWarning)
-        net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    net.scaling_layer.to(device)  # its constants are made with torch.Tensor(...), on the CPU
-    return net.eval().requires_grad_(False)
-
-
 def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int], *, world_size: int = 1,
                               device: str | torch.device = "cuda") -> MemoryEstimate:
-    """Training memory per GPU of a HiTVideo (or single-layer) tokenizer as its ``TokenizerTask`` trains it.
-
-    The traced step is the costliest one: every layer decoded, LPIPS on and the GAN started, on the
-    training crops at the encoder's input size (the whole-clip steps after ``crop_until`` take about as
-    many pixels), i.e. ``tokenizer(video, resized=True)`` with its reconstruction loss (L1 and squared
-    error) and the LPIPS and discriminator losses on its output. The discriminator's own step comes after
-    this one's backward and is smaller; it is not traced.
-    """
-    from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoTokenizer, reconstruction_loss
-
-    if not issubclass(cls, HiTVideoTokenizer):
-        raise NotEstimated(f"no training trace for {cls.__name__}")
-    train, loss = config.train, config.loss
+    """Training memory per GPU of a tokenizer, from the step its class traces (``Tokenizer.training_trace``)."""
+    train = _train_config(cls, config)
     batch = per_gpu_batch(train.batch_size, world_size)
     fake = _FakeDevice(device)
-    with fake.build():
-        tokenizer = cls(config)
-        # a crop step at the encoder's input size; without crops, a whole clip resized by interpolate
-        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))
-        disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
-        perceptual = _lpips_alex(fake.device) if loss.perceptual > 0 else None
-
-    def frames(v: torch.Tensor) -> torch.Tensor:
-        return v.transpose(1, 2).flatten(0, 1) * 2 - 1
-
-    def step() -> torch.Tensor:  # the loss weights change nothing that is saved
-        rec, aux = tokenizer(video, resized=True)
-        total = reconstruction_loss(rec, video, loss)[0] + aux
-        if perceptual is not None:
-            total = total + perceptual(frames(rec), frames(video)).mean()
-        if disc is not None:
-            total = total - disc(rec * 2 - 1).mean()
-        return total
-
-    notes = []
-    if disc is not None:
-        notes.append(f"discriminator ({format_count(sum(p.numel() for p in disc.parameters()))} parameters) "
-                     f"trained beside it")
-    if perceptual is not None:
-        notes.append(f"LPIPS alex ({format_count(sum(p.numel() for p in perceptual.parameters()))} parameters) "
-                     f"frozen; training turns it off when its weights are missing")
-    return _estimate(fake, step, train, batch, world_size, trained=[t for t in (tokenizer, disc) if t is not None],
-                     frozen=[perceptual] if perceptual is not None else [], notes=notes)
+    trace = cls.training_trace(config, tuple(clip_shape), batch, fake.build, fake.device)
+    return _from_trace(cls, trace, fake, train, batch, world_size)
 
 
 def generator_training_memory(cls: type, config: Any, codebook_sizes: Sequence[int],
                               grid_shapes: Sequence[Sequence[int]], *, world_size: int = 1,
                               device: str | torch.device = "cuda") -> MemoryEstimate:
-    """Training memory per GPU of the ar-llama generator over a tokenizer's pyramids of ``grid_shapes``.
-
-    The traced step is ``_Task.training_step``'s: text prefix from the frozen encoder's precomputed
-    features, then the per-layer cross-entropies. The encoder's weights stay on the GPU in training
-    and are counted when its config is on this machine (it says so in the notes otherwise).
-    """
-    from hitbench_builtin.generators.ar_llama import ARLlamaGenerator
-    from hitbench_builtin.generators.text import shared_text_encoder
-
-    if not issubclass(cls, ARLlamaGenerator):
-        raise NotEstimated(f"no training trace for {cls.__name__}")
-    config = config.model_copy(update={"grid_shapes": [tuple(g) for g in grid_shapes]})
-    train = config.train
+    """Training memory per GPU of a generator over pyramids of ``grid_shapes``, from the step its class traces
+    (``Generator.training_trace``)."""
+    train = _train_config(cls, config)
     batch = per_gpu_batch(train.batch_size, world_size)
     fake = _FakeDevice(device)
-    with fake.build():
-        generator = cls(config, SimpleNamespace(codebook_sizes=list(codebook_sizes)), load_text=False)
-        generator.set_grad_checkpointing(train.grad_checkpointing)
-        tokens = torch.zeros(batch, sum(math.prod(g) for g in grid_shapes), dtype=torch.long)
-        feats = torch.zeros(batch, config.text_len, generator.text_proj.in_features)
-        text_mask = torch.ones(batch, config.text_len, dtype=torch.bool)
+    trace = cls.training_trace(config, list(codebook_sizes), [tuple(g) for g in grid_shapes], batch, fake.build,
+                               fake.device)
+    return _from_trace(cls, trace, fake, train, batch, world_size)
 
-    def step() -> torch.Tensor:
-        text_h, mask = generator.text_prefix(feats, text_mask)
-        return generator.weighted_loss(generator.layer_losses(tokens, text_h, mask))
 
-    try:
-        encoder = shared_text_encoder(config.text_encoder)
-    except WeightsUnavailable as exc:
-        text_bytes = 0
-        notes = [f"frozen text encoder {config.text_encoder} not counted: {exc.what} is not on this machine"]
-    else:
-        text_params = encoder.parameter_count()
-        text_bytes = text_params * encoder.dtype(fake.device).itemsize
-        notes = [f"frozen text encoder {config.text_encoder} ({format_count(text_params)} parameters) counted"]
-    return _estimate(fake, step, train, batch, world_size, trained=[generator], frozen=[],
-                     extra_bytes=text_bytes, notes=notes)
+def _train_config(cls: type, config: Any) -> TrainConfig:
+    train = getattr(config, "train", None)
+    if not isinstance(train, TrainConfig) or not hasattr(cls, "training_trace"):
+        raise NotEstimated(f"no training trace for {cls.__name__}")
+    return train
+
+
+def _from_trace(cls: type, trace: TrainingTrace | None, fake: _FakeDevice, train: TrainConfig, batch: int,
+                world_size: int) -> MemoryEstimate:
+    if trace is None:
+        raise NotEstimated(f"no training trace for {cls.__name__}")
+    return _estimate(fake, trace.step, train, batch, world_size, trained=trace.trained, frozen=trace.frozen,
+                     extra_bytes=trace.extra_bytes, notes=trace.notes)

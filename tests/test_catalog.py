@@ -24,7 +24,7 @@ class FixtureCodec(Codec):
         self.dependencies = dependencies
 
     def compress(self, video):
-        raise NotImplementedError
+        raise AssertionError("fixture codec: made for registrations, never asked to compress")
 
 
 def fixture_catalog() -> Catalog:

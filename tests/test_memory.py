@@ -4,6 +4,7 @@ saves, state is 16 bytes per trained parameter (+4 with EMA), activations follow
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,3 +188,32 @@ def test_validate_nproc_and_not_estimated(capsys):
     assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_masking.yaml")]) == 0
     assert "training memory: not estimated (no training trace for MaskedTokenizer)" in capsys.readouterr().out
+
+
+def test_the_core_imports_no_built_in_plugin():
+    """The memory estimate (and everything else in the core) reaches components only through their contract."""
+    import ast
+
+    core = ROOT / "hitvideo_bench"
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "hitbench_builtin" for n in names), f"{path} imports {names}"
+
+
+def test_a_third_party_tokenizer_gets_an_estimate_from_its_own_trace():
+    """A tokenizer outside the built-ins declares its training step and gets the same estimate a built-in does."""
+    from hitvideo_bench.components import TrainingTrace
+
+    class PluginTokenizer(HiTVideoTokenizer):
+        @classmethod
+        def training_trace(cls, config, clip_shape, batch, build, device):
+            with build():
+                net = torch.nn.Conv3d(3, 8, 3, padding=1)
+                video = torch.rand(batch, 3, *clip_shape)
+            return TrainingTrace(lambda: net(video).square().mean(), [net])
+
+    estimate = memory.tokenizer_training_memory(PluginTokenizer, tokenizer_config(), CLIP, device="cpu")
+    assert estimate.trainable_params == 8 * 3 * 27 + 8
+    assert estimate.activation_bytes >= 4 * 8 * estimate.batch * math.prod(CLIP)  # the conv output, saved by square

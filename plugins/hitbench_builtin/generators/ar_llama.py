@@ -30,8 +30,8 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
 
-from hitvideo_bench.components import ComponentConfig, Generator
-from hitvideo_bench.errors import BadInput
+from hitvideo_bench.components import ComponentConfig, Generator, TrainingTrace
+from hitvideo_bench.errors import BadInput, WeightsUnavailable
 from hitvideo_bench.tokens import TokenPyramid
 from hitvideo_bench.training import TrainConfig
 
@@ -375,6 +375,36 @@ class ARLlamaGenerator(Generator):
         for layer in self.layers:
             layer.gradient_checkpointing = on
             layer._gradient_checkpointing_func = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+
+    @classmethod
+    def training_trace(cls, config: ARLlamaConfig, codebook_sizes, grid_shapes, batch: int, build, device
+                       ) -> TrainingTrace:
+        """The training step of ``_Task``: text prefix from the frozen encoder's precomputed features, then the
+        per-layer cross-entropies. The encoder's weights stay on the GPU in training: counted when its config is
+        on this machine (the notes say so otherwise)."""
+        from hitvideo_bench.memory import format_count
+
+        config = config.model_copy(update={"grid_shapes": [tuple(g) for g in grid_shapes]})
+        with build():
+            generator = cls(config, SimpleNamespace(codebook_sizes=list(codebook_sizes)), load_text=False)
+            generator.set_grad_checkpointing(config.train.grad_checkpointing)
+            tokens = torch.zeros(batch, sum(math.prod(g) for g in grid_shapes), dtype=torch.long)
+            feats = torch.zeros(batch, config.text_len, generator.text_proj.in_features)
+            text_mask = torch.ones(batch, config.text_len, dtype=torch.bool)
+
+        def step() -> torch.Tensor:
+            text_h, mask = generator.text_prefix(feats, text_mask)
+            return generator.weighted_loss(generator.layer_losses(tokens, text_h, mask))
+
+        try:
+            encoder = shared_text_encoder(config.text_encoder)
+        except WeightsUnavailable as exc:
+            return TrainingTrace(step, [generator], notes=[f"frozen text encoder {config.text_encoder} not counted: "
+                                                           f"{exc.what} is not on this machine"])
+        params = encoder.parameter_count()
+        return TrainingTrace(step, [generator], extra_bytes=params * encoder.dtype(device).itemsize,
+                             notes=[f"frozen text encoder {config.text_encoder} ({format_count(params)} parameters) "
+                                    "counted"])
 
     def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
             seed: int, progress: bool = True) -> dict[str, Any]:

@@ -175,6 +175,7 @@ class HiTVideoTokenizer(Tokenizer):
         indices: Codes = [None] * n
         aux = zs[0].new_zeros(())
         weights = self.config.loss
+        losses = torch.is_grad_enabled()  # the extra loss terms only where they can train something (not encode)
         h = None
         for l in range(n - 1, keep_from - 1, -1):
             p = self.predict(l, h)
@@ -182,10 +183,10 @@ class HiTVideoTokenizer(Tokenizer):
             self.quantizers[l].frac_per_sample_entropy = self.entropy_fraction(z)
             q, idx, loss = self.quantizers[l](z)
             codes[l], indices[l] = q, idx
-            if weights.bit_entropy and self.training:
+            if weights.bit_entropy and losses:
                 loss = loss + weights.bit_entropy * (1 - bit_usage_entropy(z))
             h = self.post[l](q) if p is None else p + self.post[l](q)
-            if weights.latent:
+            if weights.latent and losses:
                 loss = loss + weights.latent * (F.mse_loss(h, zs[l].detach())
                                                 + weights.latent_commitment * F.mse_loss(zs[l], h.detach()))
             aux = aux + loss
@@ -246,6 +247,12 @@ class HiTVideoTokenizer(Tokenizer):
         summary = train(task, dataset, self.config.train, workdir=workdir, device=device, seed=seed,
                         progress=progress, eval_fn=eval_fn)
         return {**summary, "perceptual": task.perceptual_status, "adversarial": task.adversarial_status}
+
+    @classmethod
+    def training_trace(cls, config, clip_shape, batch, build, device):
+        from .task import training_trace
+
+        return training_trace(cls, config, clip_shape, batch, build, device)
 
     def save_pretrained(self, path: Path) -> None:
         from hitvideo_bench.checkpoint import save_pretrained

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hitvideo_bench.components import TrainingTrace
 from hitvideo_bench.errors import WeightsUnavailable
 
 from .blocks import Discriminator, level_strides
@@ -165,3 +167,52 @@ class TokenizerTask:
             logs["d_hinge"] = d_loss.item()
         logs["loss"] = loss.item()
         return logs
+
+
+def _lpips_alex_shapes(device: torch.device) -> nn.Module:
+    """The LPIPS network of the perceptual loss (AlexNet trunk) with random weights: its shapes, for the trace."""
+    import lpips
+
+    with warnings.catch_warnings():  # lpips passes torchvision its deprecated ``pretrained`` argument
+        warnings.simplefilter("ignore", UserWarning)
+        net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
+    net.scaling_layer.to(device)  # its constants are made with torch.Tensor(...), on the CPU
+    return net.eval().requires_grad_(False)
+
+
+def training_trace(cls: type[HiTVideoTokenizer], config, clip_shape, batch: int, build, device) -> TrainingTrace:
+    """The costliest step of :class:`TokenizerTask`, for the memory estimate: every layer decoded, LPIPS on and the
+    GAN started, on the training crops at the encoder's input size (whole-clip steps take about as many pixels),
+    i.e. ``tokenizer(video, resized=True)`` with its reconstruction loss and the LPIPS and discriminator losses on
+    its output. Not traced: the second, coarse reconstruction of part of the batch (a decoder pass on
+    ``coarse_batch`` of the clips) and the discriminator's own step after backward."""
+    from hitvideo_bench.memory import format_count
+
+    loss = config.loss
+    with build():
+        tokenizer = cls(config)
+        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))
+        disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
+        perceptual = _lpips_alex_shapes(device) if loss.perceptual > 0 else None
+
+    def frames(v: torch.Tensor) -> torch.Tensor:
+        return v.transpose(1, 2).flatten(0, 1) * 2 - 1
+
+    def step() -> torch.Tensor:  # the loss weights change nothing that is saved
+        rec, aux = tokenizer(video, resized=True)
+        total = reconstruction_loss(rec, video, loss)[0] + aux
+        if perceptual is not None:
+            total = total + perceptual(frames(rec), frames(video)).mean()
+        if disc is not None:
+            total = total - disc(rec * 2 - 1).mean()
+        return total
+
+    notes = []
+    if disc is not None:
+        notes.append(f"discriminator ({format_count(sum(p.numel() for p in disc.parameters()))} parameters) "
+                     f"trained beside it")
+    if perceptual is not None:
+        notes.append(f"LPIPS alex ({format_count(sum(p.numel() for p in perceptual.parameters()))} parameters) "
+                     f"frozen; training turns it off when its weights are missing")
+    return TrainingTrace(step, [t for t in (tokenizer, disc) if t is not None],
+                         [perceptual] if perceptual is not None else [], notes=notes)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +74,26 @@ def training_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached_component(folder: Path, *, load: Callable[[], Any], train: Callable[[], tuple[Any, dict[str, Any]]],
+                     save: Callable[[Any, Path], None], use_cache: bool = True) -> tuple[Any, dict[str, Any], bool]:
+    """The trained thing cached in ``folder`` (a tokenizer, a generator, a metric's probe): ``load()`` when the folder
+    is complete, else ``train()`` (the thing and its training summary), ``save(thing, folder)`` and the folder marked
+    complete. Returns ``(thing, summary, trained_now)``. All of it under :func:`training_lock`, so that of several
+    processes needing it one trains it and the others load it. Under ``torchrun`` rank 0 alone takes the lock and
+    writes, the other ranks train in step with it (barriers); inside ``training.local_training()`` the process
+    works alone."""
+    from .training import barrier, is_main_process
+
+    main = is_main_process()
+    with training_lock(folder) if main else contextlib.nullcontext():
+        barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
+        if use_cache and is_complete(folder):
+            return load(), read_summary(folder), False
+        thing, summary = train()
+        if main:
+            save(thing, Path(folder))
+            mark_complete(folder, summary)
+        barrier()
+    return thing, summary, True

@@ -162,25 +162,26 @@ def cmd_validate(args) -> int:
                 f"{memory.format_count(sum(p.numel() for p in tokenizer.parameters()))} parameters, tokens per layer "
                 + ", ".join("x".join(map(str, g)) for g in grids))
         if tokenizer.trainable:
-            _print_with_memory(line, memory.tokenizer_training_memory, type(tokenizer), tokenizer.config,
-                               variant.clip_shape, world_size=args.nproc)
+            _print_with_memory(line, memory.training_memory, type(tokenizer), tokenizer.config, variant.clip_shape,
+                               world_size=args.nproc)
         else:
             print(line)
         if spec.generator is not None:
             ref = spec.generator
             config = catalog.make_config("generator", ref.name, ref.preset, ref.config)
-            _print_with_memory(f"    generator {ref.name} ({ref.preset})", memory.generator_training_memory,
-                               catalog.get("generator", ref.name).load(), config, tokenizer.codebook_sizes, grids,
-                               world_size=args.nproc, with_params=True)
+            _print_with_memory(f"    generator {ref.name} ({ref.preset})", memory.training_memory,
+                               catalog.get("generator", ref.name).load(), config, grids, world_size=args.nproc,
+                               with_params=True, tokenizer=tokenizer)
     return 0
 
 
-def _print_with_memory(line: str, estimate, *inputs, world_size: int, with_params: bool = False) -> None:
+def _print_with_memory(line: str, estimate, *inputs, world_size: int, with_params: bool = False,
+                       **dependencies) -> None:
     """Print a trainable component's line with its training memory per GPU, and the estimate's notes below."""
     from .memory import NotEstimated, format_count
 
     try:
-        result = estimate(*inputs, world_size=world_size)
+        result = estimate(*inputs, world_size=world_size, **dependencies)
     except NotEstimated as exc:
         print(f"{line}; training memory: not estimated ({exc})")
         return

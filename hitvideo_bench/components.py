@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +23,9 @@ from torchmetrics import Metric
 
 from .errors import BadInput, ShapeError
 from .tokens import TokenPyramid
+
+if TYPE_CHECKING:
+    from .training import TrainingTask
 
 KINDS = ("tokenizer", "codec", "generator", "metric", "dataset")
 PRESETS = ("tiny", "small", "paper")
@@ -62,6 +65,11 @@ class ComponentConfig(BaseModel):
         data = deep_merge(deep_merge(defaults, cls.presets.get(preset, {})), overrides or {})
         data["preset"] = preset
         return cls.model_validate(data)
+
+
+def overrides(component: Any, base: type, *names: str) -> bool:
+    """Whether ``component``'s class implements any of the methods ``names`` of its kind's ``base`` class."""
+    return any(getattr(type(component), name) is not getattr(base, name) for name in names)
 
 
 class EmptyConfig(ComponentConfig):
@@ -117,22 +125,6 @@ class Compressed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TrainingTrace:
-    """One training step of a component, for ``hitbench validate``'s memory estimate (hitvideo_bench.memory).
-
-    The component builds its modules and inputs on a device with no memory behind it; ``step()`` runs the
-    training forward and returns the loss. ``trained`` are the modules the optimiser updates, ``frozen`` those
-    only held in memory; ``extra_bytes`` counts what lives outside them (e.g. a frozen text encoder).
-    """
-
-    step: Callable[[], torch.Tensor]
-    trained: list[torch.nn.Module]
-    frozen: list[torch.nn.Module] = field(default_factory=list)
-    extra_bytes: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
 @runtime_checkable
 class Compressor(Protocol):
     """Video in, reconstruction and bits out."""
@@ -157,12 +149,18 @@ class Codec(ABC):
         if height % 2 or width % 2:
             raise ShapeError(f"{type(self).__name__}: yuv420p needs even height and width, got {height}x{width}")
 
+    def save_figures(self, video: torch.Tensor, folder: Path) -> list[Path]:
+        """Figures of one clip (``evaluate.figures``) written into ``folder``; none by default."""
+        return []
+
 
 class Tokenizer(torch.nn.Module, ABC):
     """A video tokenizer: encode to a :class:`TokenPyramid`, decode from the top ``k`` layers.
 
-    Subclasses implement :meth:`token_grid_shapes` (no compute), :attr:`codebook_sizes`,
-    :meth:`encode` and :meth:`decode`. Trainable tokenizers also implement :meth:`fit`.
+    Subclasses implement :meth:`token_grid_shapes` (no compute), :attr:`codebook_sizes`, :meth:`encode` and
+    :meth:`decode`. A trainable tokenizer implements :meth:`training_task`; the core trains, caches and resumes
+    it. Dynamic encoding (the ``masked`` wrapper) needs the latent hooks :meth:`tokens_to_latents`,
+    :meth:`decode_latents` and, to fine-tune a decoder, :meth:`decoder_parameters`.
     """
 
     Config: ClassVar[type[ComponentConfig]]
@@ -186,53 +184,88 @@ class Tokenizer(torch.nn.Module, ABC):
 
     @abstractmethod
     def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
-        """Tokens -> ``(B,3,T,H,W)`` in [0,1], from the ``layers`` coarsest layers (all if None)."""
+        """Tokens -> ``(B,3,T,H,W)`` in [0,1] (clamped: metrics take it as it is), from the ``layers`` coarsest
+        layers (all if None)."""
 
     @property
     def num_layers(self) -> int:
         return len(self.codebook_sizes)
 
+    # ---------------------------------------------------------------------------- training
+
     @property
     def trainable(self) -> bool:
-        """Whether :meth:`fit` does something (the runner trains and caches it)."""
-        return type(self).fit is not Tokenizer.fit
+        """Whether the core trains this tokenizer: it implements :meth:`training_task` (or, to train without the
+        shared trainer, :meth:`fit`)."""
+        return overrides(self, Tokenizer, "training_task", "fit")
+
+    def training_task(self, data: VideoDataset | None, device: torch.device, *,
+                      shapes_only: bool = False) -> TrainingTask | None:
+        """How this tokenizer trains on ``data`` (see :class:`hitvideo_bench.training.TrainingTask`), its settings in
+        ``config.train`` (a :class:`~hitvideo_bench.training.TrainConfig`). ``shapes_only``: for the memory
+        estimate, built on a device with no memory behind it and without data. None (default): not trainable."""
+        return None
+
+    def fit(self, dataset: VideoDataset, *, workdir: Path, device: torch.device, seed: int,
+            progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
+        """Train on ``dataset`` through the shared trainer; checkpoints go to ``workdir`` and training resumes from
+        there. ``eval_fn(step)`` is called every ``config.train.eval_every`` steps (for curves). Returns a summary."""
+        from .training import fit_component
+
+        return fit_component(self, dataset, workdir=workdir, device=device, seed=seed, progress=progress,
+                             eval_fn=eval_fn)
 
     def check_shape(self, frames: int, height: int, width: int) -> None:
         """Raise :class:`ShapeError` for a clip shape this tokenizer cannot take."""
         self.token_grid_shapes(frames, height, width)
 
     def check_training_shape(self, frames: int, height: int, width: int) -> None:
-        """Raise :class:`ShapeError` when :meth:`fit` cannot train on clips of that shape (by default: when
-        the tokenizer cannot take them; a tokenizer that trains on crops also checks the crops)."""
+        """Raise :class:`ShapeError` when training cannot take clips of that shape (by default: when the tokenizer
+        cannot take them; a tokenizer that trains on crops also checks the crops)."""
         self.check_shape(frames, height, width)
-
-    def fit(self, dataset: VideoDataset, *, workdir: Path, device: torch.device, seed: int,
-            progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
-        """Train on ``dataset``; checkpoints go to ``workdir`` and training resumes from there.
-
-        ``eval_fn(step)`` may be called every ``config.train.eval_every`` steps (for curves).
-        Returns a summary (losses, steps, what was on/off, e.g. LPIPS unavailable).
-        """
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
-
-    @classmethod
-    def training_trace(cls, config: ComponentConfig, clip_shape: tuple[int, int, int], batch: int,
-                       build: Callable[[], Any], device: torch.device) -> TrainingTrace | None:
-        """The costliest step of this tokenizer's training on ``batch`` clips of ``clip_shape``, for the memory
-        estimate: build modules and inputs inside ``with build():`` (on ``device``, which has no memory
-        behind it) and return a :class:`TrainingTrace`. None (the default): not estimated."""
-        return None
 
     def save_pretrained(self, path: Path) -> None:
         """Save weights (safetensors) and the resolved config so :func:`load_tokenizer` rebuilds it."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    # ---------------------------------------------------------------------------- dynamic-encoding hooks
+
+    @property
+    def exposes_latents(self) -> bool:
+        """Whether this tokenizer implements the latent hooks that dynamic encoding needs."""
+        return all(overrides(self, Tokenizer, name) for name in ("tokens_to_latents", "decode_latents"))
+
+    def tokens_to_latents(self, pyramid: TokenPyramid) -> list[torch.Tensor]:
+        """The quantised latent of every layer, ``(B, C_l, t, h, w)`` on the layer's token grid (densest first):
+        what a masked token is filled in, before :meth:`decode_latents`."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its quantised latents")
+
+    def decode_latents(self, latents: list[torch.Tensor | None], layers: int | None = None) -> torch.Tensor:
+        """Quantised latents (as :meth:`tokens_to_latents` gives them) -> video, from the ``layers`` coarsest
+        layers; unclamped, so that a fill can be trained through it."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its quantised latents")
+
+    def latent_channels(self) -> list[int] | None:
+        """Channels ``C_l`` of each layer's latent in :meth:`tokens_to_latents` (a learned fill has one value per
+        channel); None (default): not declared."""
+        return None
+
+    def decoder_parameters(self) -> list[torch.nn.Parameter]:
+        """What a dynamic-encoding fill may fine-tune: the parameters after quantisation (default: none)."""
+        return []
+
+    def save_figures(self, video: torch.Tensor, folder: Path) -> list[Path]:
+        """Figures of one clip (``evaluate.figures``) written into ``folder``; none by default."""
+        return []
+
+    # ---------------------------------------------------------------------------- compression
 
     @torch.no_grad()
     def compress(self, video: torch.Tensor, layers: int | None = None) -> Compressed:
         """Encode, count nominal bits, decode (from the top ``layers`` only, if given)."""
         pyramid = self.encode(video)
         bits = pyramid.nominal_bits() + self.side_info_bits(pyramid)
-        return Compressed(self.decode(pyramid, layers=layers).clamp(0, 1), bits, pyramid,
+        return Compressed(self.decode(pyramid, layers=layers), bits, pyramid,
                           {"counted": "tokens x log2(codebook) per layer" + self.side_info_note()})
 
     def side_info_bits(self, pyramid: TokenPyramid) -> torch.Tensor:
@@ -248,31 +281,55 @@ class Tokenizer(torch.nn.Module, ABC):
 
 
 class Generator(torch.nn.Module, ABC):
-    """A text-to-video token generator over a tokenizer's pyramid."""
+    """A text-to-video token generator over a tokenizer's pyramid, built as ``cls(config, tokenizer=...)``.
+
+    Implement :meth:`sample`; a trainable generator implements :meth:`training_task` (its data: the tokenized
+    train split and its captions); :meth:`nll_bits_per_token` is optional (``evaluate.generation.nll``).
+    """
 
     Config: ClassVar[type[ComponentConfig]]
 
     def __init__(self, config: ComponentConfig, tokenizer: Tokenizer):
         super().__init__()
         self.config = config
-        self.tokenizer_shapes = None
 
     @abstractmethod
-    def sample(self, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, **kwargs) -> TokenPyramid:
-        """Sample one pyramid per prompt."""
+    def sample(self, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, *, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> TokenPyramid:
+        """One pyramid per prompt, seeded by ``seed``; ``cfg_scale`` > 1 is classifier-free guidance, the rest are
+        the usual sampling filters (``top_k``/``top_p`` None: off)."""
 
-    @classmethod
-    def training_trace(cls, config: ComponentConfig, codebook_sizes: list[int], grid_shapes: list[tuple[int, int, int]],
-                       batch: int, build: Callable[[], Any], device: torch.device) -> TrainingTrace | None:
-        """One step of this generator's training on ``batch`` pyramids of ``grid_shapes``, for the memory estimate:
-        build modules and inputs inside ``with build():`` (on ``device``, which has no memory behind it) and return a
-        :class:`TrainingTrace`. None (the default): not estimated."""
+    @property
+    def trainable(self) -> bool:
+        """Whether the core trains this generator: it implements :meth:`training_task` (or, to train without the
+        shared trainer, :meth:`fit`)."""
+        return overrides(self, Generator, "training_task", "fit")
+
+    @property
+    def has_nll(self) -> bool:
+        """Whether :meth:`nll_bits_per_token` is implemented."""
+        return overrides(self, Generator, "nll_bits_per_token")
+
+    def training_task(self, data: tuple[TokenPyramid, list[str]] | None, device: torch.device, *,
+                      shapes_only: bool = False) -> TrainingTask | None:
+        """How this generator trains on ``data`` = (the tokenized clips, their captions), settings in
+        ``config.train``. ``shapes_only``: for the memory estimate, without data, on a device with no memory
+        behind it; the generator's config then holds the tokenizer's ``grid_shapes``. None (default): not
+        trainable."""
         return None
 
     def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
             seed: int, progress: bool = True) -> dict[str, Any]:
-        """Train on tokenized clips and their captions; resumable from ``workdir``."""
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+        """Train on tokenized clips and their captions through the shared trainer; resumable from ``workdir``."""
+        from .training import fit_component
+
+        return fit_component(self, (pyramids, captions), workdir=workdir, device=device, seed=seed,
+                             progress=progress)
+
+    def nll_bits_per_token(self, pyramid: TokenPyramid, prompts: list[str]) -> dict[int, float] | None:
+        """Teacher-forced negative log-likelihood of ``pyramid`` given ``prompts``, in bits per token, per layer
+        (layer index -> value). None (default): not available, reported as such."""
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,6 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import arg_tree_leaves
 
-from .components import TrainingTrace
 from .errors import BadInput
 from .training import TrainConfig, autocast_dtype
 
@@ -66,7 +65,11 @@ class NotEstimated(Exception):
 
 
 def format_count(n: int) -> str:
-    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+    """A parameter count with three significant digits: ``4.70 k``, ``12.3 M``, ``5.22 B``."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return str(n)
 
 
 def _gib(nbytes: int) -> str:
@@ -220,68 +223,87 @@ def _nbytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _params(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
-    return [p for module in modules for p in module.parameters()]
-
-
-def state_bytes(trained: Sequence[nn.Module], frozen: Sequence[nn.Module] = (), ema: bool = False) -> int:
-    """Weights, gradients and AdamW moments of ``trained``, the trainer's EMA of their floating state
-    entries when ``ema``, and the weights alone of buffers and of ``frozen``."""
-    buffers = [b for module in (*trained, *frozen) for b in module.buffers()]
-    total = TRAINED_COPIES * _nbytes(_params(trained)) + _nbytes(_params(frozen)) + _nbytes(buffers)
-    if ema:
-        total += _nbytes(v for module in trained for v in module.state_dict().values() if v.is_floating_point())
-    return total
-
-
-def _estimate(device: _FakeDevice, step: Callable[[], torch.Tensor], train: TrainConfig, batch: int,
-              world_size: int, trained: Sequence[nn.Module], frozen: Sequence[nn.Module],
-              extra_bytes: int = 0, notes: Sequence[str] = ()) -> MemoryEstimate:
-    activations = device.saved_bytes(step, train.precision, exclude=(*trained, *frozen))
-    trainable = sum(p.numel() for p in _params(trained))
-    return MemoryEstimate(
-        batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
-        grad_checkpointing=train.grad_checkpointing, trainable_params=trainable,
-        state_bytes=state_bytes(trained, frozen, ema=train.ema is not None) + extra_bytes,
-        activation_bytes=activations, notes=tuple(notes))
-
-
 # ------------------------------------------------------------------------------------------ components
 
 
-def tokenizer_training_memory(cls: type, config: Any, clip_shape: Sequence[int], *, world_size: int = 1,
-                              device: str | torch.device = "cuda") -> MemoryEstimate:
-    """Training memory per GPU of a tokenizer, from the step its class traces (``Tokenizer.training_trace``)."""
-    train = _train_config(cls, config)
-    batch = per_gpu_batch(train.batch_size, world_size)
-    fake = _FakeDevice(device)
-    trace = cls.training_trace(config, tuple(clip_shape), batch, fake.build, fake.device)
-    return _from_trace(cls, trace, fake, train, batch, world_size)
+class _TraceDone(Exception):
+    """Raised by :class:`_TracingTrainer` to end a traced step at its first update."""
 
 
-def generator_training_memory(cls: type, config: Any, codebook_sizes: Sequence[int],
-                              grid_shapes: Sequence[Sequence[int]], *, world_size: int = 1,
-                              device: str | torch.device = "cuda") -> MemoryEstimate:
-    """Training memory per GPU of a generator over pyramids of ``grid_shapes``, from the step its class traces
-    (``Generator.training_trace``)."""
-    train = _train_config(cls, config)
-    batch = per_gpu_batch(train.batch_size, world_size)
-    fake = _FakeDevice(device)
-    trace = cls.training_trace(config, list(codebook_sizes), [tuple(g) for g in grid_shapes], batch, fake.build,
-                               fake.device)
-    return _from_trace(cls, trace, fake, train, batch, world_size)
+class _TracingTrainer:
+    """Stands in for the trainer in a traced step: keeps the loss of the first ``step()`` and ends the step there
+    (what follows backward, e.g. a discriminator's own update, is not traced). Autocast is the tracer's."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.grad_norms: dict[str, float] = {}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, group: str = "main") -> None:
+        self.loss = loss
+        raise _TraceDone
 
 
-def _train_config(cls: type, config: Any) -> TrainConfig:
+def first_loss(task: Any, batch: Any, step: int) -> torch.Tensor:
+    """Run ``task.training_step(batch, step, ...)`` up to its first ``trainer.step(loss)`` and return that loss (the
+    forward the memory estimate traces)."""
+    trainer = _TracingTrainer()
+    try:
+        task.training_step(batch, step, trainer)
+    except _TraceDone:
+        pass
+    if trainer.loss is None:
+        raise NotEstimated("the training step never called trainer.step(loss, group)")
+    return trainer.loss
+
+
+def training_memory(cls: type, config: Any, shape: Any, *, world_size: int = 1, device: str | torch.device = "cuda",
+                    **dependencies: Any) -> MemoryEstimate:
+    """Training memory per GPU of a component of class ``cls`` built from ``config`` (and ``dependencies``), from one
+    step of the task its ``training_task(None, device, shapes_only=True)`` returns, on the task's
+    ``example_batch(batch, shape)`` (``shape``: the clip shape for a tokenizer, the token grids for a generator)."""
     train = getattr(config, "train", None)
-    if not isinstance(train, TrainConfig) or not hasattr(cls, "training_trace"):
-        raise NotEstimated(f"no training trace for {cls.__name__}")
-    return train
+    if not isinstance(train, TrainConfig):
+        raise NotEstimated(f"{cls.__name__}'s config has no train settings (a TrainConfig field named train)")
+    batch = per_gpu_batch(train.batch_size, world_size)
+    fake = _FakeDevice(device)
+    with fake.build():
+        component = cls(config, **dependencies)
+        task = component.training_task(None, fake.device, shapes_only=True)
+        if task is None:
+            raise NotEstimated(f"{cls.__name__} is not trainable (its training_task() returns None)")
+        try:
+            example = task.example_batch(batch, shape)
+        except NotImplementedError:
+            raise NotEstimated(f"{cls.__name__}'s training task gives no example_batch()") from None
+    index = task.trace_step(train.steps)
 
+    def step() -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):  # a step's random choices (crops, layers) alike in every estimate
+            torch.manual_seed(0)
+            return first_loss(task, example, index)
 
-def _from_trace(cls: type, trace: TrainingTrace | None, fake: _FakeDevice, train: TrainConfig, batch: int,
-                world_size: int) -> MemoryEstimate:
-    if trace is None:
-        raise NotEstimated(f"no training trace for {cls.__name__}")
-    return _estimate(fake, trace.step, train, batch, world_size, trained=trace.trained, frozen=trace.frozen,
-                     extra_bytes=trace.extra_bytes, notes=trace.notes)
+    groups = task.param_groups()
+    trained = {id(p): p for params in groups.values() for p in params if p.requires_grad}
+    modules = list(task.modules().values())
+    held = [p for module in (*modules, *task.held_modules()) for p in module.parameters() if id(p) not in trained]
+    extra, notes = task.memory_notes()
+    activations = fake.saved_bytes(step, train.precision, exclude=(*modules, *task.held_modules()))
+    buffers = [b for module in (*modules, *task.held_modules()) for b in module.buffers()]
+    state = TRAINED_COPIES * _nbytes(trained.values()) + _nbytes(held) + _nbytes(buffers) + extra
+    if train.ema is not None:
+        state += _nbytes(v for module in modules for v in module.state_dict().values() if v.is_floating_point())
+    notes = list(notes)
+    if len(modules) > 1:
+        notes.insert(0, "trained beside it: " + ", ".join(
+            f"{name} ({format_count(sum(p.numel() for p in m.parameters()))} parameters)"
+            for name, m in list(task.modules().items())[1:]))
+    for module in task.held_modules():
+        notes.append(f"{type(module).__name__} ({format_count(sum(p.numel() for p in module.parameters()))} "
+                     f"parameters) held frozen")
+    return MemoryEstimate(
+        batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
+        grad_checkpointing=train.grad_checkpointing, trainable_params=sum(p.numel() for p in trained.values()),
+        state_bytes=state, activation_bytes=activations, notes=tuple(notes))

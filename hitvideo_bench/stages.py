@@ -6,7 +6,6 @@ provenance=...)``; the runner adds recipe, variant and seed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -24,7 +23,7 @@ from .errors import WeightsUnavailable
 from .io import read_json, write_json
 from .recipe import ComponentRef, ResolvedVariant
 from .tokens import TokenPyramid
-from .training import barrier, is_main_process
+from .training import is_main_process
 
 Row = dict[str, Any]
 
@@ -241,24 +240,14 @@ def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:
 
 def cached_component(ctx: RunContext, key: str, kind: str, name: str, folder: Path, load: Callable[[], Any],
                      train: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
-    """The component whose cache folder is ``folder``: ``load()`` when the folder is complete, else ``train()``
-    (the component and its training summary), then saved and marked complete by rank 0; its summary goes to
-    ``ctx.summary[key]``. All of it under the cache's training lock, so that of several processes needing the
-    component one trains it and the others load it; under torchrun rank 0 alone takes the lock (the other ranks
-    train with it, in step through the barriers)."""
+    """The component whose cache folder is ``folder`` (see :func:`hitvideo_bench.cache.cached_component`), saved as
+    a pretrained folder; its summary goes to ``ctx.summary[key]``."""
     from .checkpoint import save_pretrained
 
-    with cache.training_lock(folder) if is_main_process() else contextlib.nullcontext():
-        barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
-        if ctx.use_cache and cache.is_complete(folder):
-            ctx.summary[key] = {"cached": str(folder), **cache.read_summary(folder)}
-            return load()
-        component, summary = train()
-        if is_main_process():
-            save_pretrained(component, folder, kind, name)
-            cache.mark_complete(folder, summary)
-        barrier()
-    ctx.summary[key] = {"cached": str(folder), "trained_now": True, **summary}
+    component, summary, trained = cache.cached_component(
+        folder, load=load, train=train, save=lambda c, path: save_pretrained(c, path, kind, name),
+        use_cache=ctx.use_cache)
+    ctx.summary[key] = {"cached": str(folder), **({"trained_now": True} if trained else {}), **summary}
     return component.eval()
 
 
@@ -346,7 +335,7 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
     per_clip: dict[str, list[float]] = {}
     with torch.no_grad():
         for batch in clip_batches(eval_ds, ds.eval_clips, ev.batch_size, ctx.device, ctx.progress, "evaluate"):
-            if ev.figures and clips == 0 and hasattr(compressor, "save_figures"):
+            if ev.figures and clips == 0:
                 compressor.save_figures(batch["video"][:1], ctx.run_dir / "figures")
             start = time.perf_counter()
             compressed = compressor.compress(batch["video"])
@@ -358,7 +347,7 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
             ctx.summary.setdefault("compress_info", []).append(
                 {k: v for k, v in compressed.info.items() if _jsonable(v)})
             for k, metrics in partial.items():
-                pred = compressor.decode(compressed.pyramid, layers=k).clamp(0, 1)
+                pred = compressor.decode(compressed.pyramid, layers=k)
                 metrics.update(**metric_inputs(batch, pred, compressed))
     rows = full.rows() + [r for metrics in partial.values() for r in metrics.rows()]
     for metrics in [full, *partial.values()]:
@@ -405,13 +394,17 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
 
     ref = ctx.variant.spec.generator
     spec = ctx.catalog.get("generator", ref.name)
+    generator = ctx.create("generator", tokenizer=tokenizer)
+    if not generator.trainable:  # e.g. a pretrained generator a plugin loads itself
+        ctx.summary["generator"] = {"trained": False}
+        return generator.to(ctx.device).eval()
     identity = {"kind": "generator", "name": ref.name, "version": spec.version, "preset": ref.preset,
                 "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
                 "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
 
     def train() -> tuple[Any, dict[str, Any]]:
-        generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
+        generator.to(ctx.device)
         pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
                                              ctx.variant.spec.evaluate.batch_size)
         return generator, generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device,
@@ -438,9 +431,9 @@ def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_
                                        temperature=gen_spec.temperature, top_k=gen_spec.top_k, top_p=gen_spec.top_p)
             seconds += time.perf_counter() - start
             tokens += int(sum(t[0].numel() for t in pyramid.layers)) * pyramid.batch_size
-            video = tokenizer.decode(pyramid.to(ctx.device)).clamp(0, 1)
+            video = tokenizer.decode(pyramid.to(ctx.device))
             metrics.update(**metric_inputs(batch, video))
-            if gen_spec.nll:
+            if gen_spec.nll and generator.has_nll:
                 eval_pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
             videos.append(video.cpu())
             prompts += batch["captions"]
@@ -451,6 +444,8 @@ def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_
     if gen_spec.nll and eval_pyramids:
         nll = generator.nll_bits_per_token(TokenPyramid.cat(eval_pyramids), prompts)
         rows += [row(f"nll_bits/L{layer}", float(v), False) for layer, v in sorted(nll.items())]
+    elif gen_spec.nll:
+        rows.append(row("nll_bits", math.nan, False, text=f"n/a: {type(generator).__name__} has no nll_bits_per_token"))
     if gen_spec.sample_sheet:
         save_sample_sheet(torch.cat(videos), prompts, ctx.run_dir / "samples", fps=eval_ds.fps)
     return rows

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
+
+
+def _symbolic(tensor: torch.Tensor) -> bool:
+    """A tensor without values (meta, or fake as in the memory estimate): nothing to range-check."""
+    return tensor.is_meta or isinstance(tensor, FakeTensor)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class TokenPyramid:
         for i, (tok, size) in enumerate(zip(self.layers, self.codebook_sizes)):
             if tok.dim() != 4:
                 raise ValueError(f"TokenPyramid layer {i}: expected (B, t, h, w), got {tuple(tok.shape)}")
-            if tok.numel() and (int(tok.min()) < 0 or int(tok.max()) >= size):
+            if tok.numel() and not _symbolic(tok) and (int(tok.min()) < 0 or int(tok.max()) >= size):
                 raise ValueError(f"TokenPyramid layer {i}: token outside codebook of {size}")
         for i, (tok, mask) in enumerate(zip(self.layers, self.masks)):
             if mask is not None and (mask.shape != tok.shape or mask.dtype != torch.bool):

@@ -1,17 +1,9 @@
 """The shared trainer: every trainable component (tokenizers, generators, probes, third-party plugins)
 trains through :func:`train`, so they all get the same optimiser, schedule, checkpoints and resume.
 
-A component describes its training as a *task* object:
-
-``modules() -> dict[str, nn.Module]``
-    what is checkpointed (and, under ``torchrun``, kept in sync across processes);
-``param_groups() -> dict[str, list[Parameter]]``
-    one AdamW optimiser and one LR schedule per group (e.g. ``"main"`` and ``"disc"``);
-``training_step(batch, step, trainer) -> dict[str, float]``
-    computes the losses and calls ``trainer.step(loss, group)`` once per group it updates;
-``collate(items) -> batch`` (optional)
-    builds a batch from dataset items; by default video items become
-    ``{"video": (B,3,T,H,W), "captions": [...], "attrs": [...]}``.
+A component declares its training as a :class:`TrainingTask` (``training_task()`` on its base class);
+the core builds it, trains it (:func:`fit_component`), caches the result and traces one of its steps for
+``hitbench validate``'s memory estimate (:mod:`hitvideo_bench.memory`).
 
 Determinism: the batch order is a function of ``(seed, epoch)`` only, the global RNG is seeded
 once and saved in every checkpoint, so a run interrupted after any checkpoint and resumed ends with
@@ -33,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,12 +58,61 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0, description="data-loading worker processes (video decoding off the main one)")
 
 
-class TrainTask(Protocol):
-    def modules(self) -> dict[str, torch.nn.Module]: ...
+class TrainingTask:
+    """How a component trains: what the shared trainer (:func:`train`) and the memory estimate call.
 
-    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+    Implement :meth:`modules` and :meth:`training_step`; :attr:`data` is what the trainer iterates (a map-style
+    dataset; the default collate turns video items into ``{"video", "captions", "attrs"}``). A task built with
+    ``shapes_only`` (for the memory estimate, on a device with no memory behind it) has no data: it must not load
+    files or read data, and :meth:`example_batch` gives the batch to trace instead.
+    """
 
-    def training_step(self, batch: Any, step: int, trainer: Trainer) -> dict[str, float]: ...
+    #: the map-style dataset the trainer iterates (None for a task built with ``shapes_only``)
+    data: Any = None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """What is checkpointed (and, under ``torchrun``, kept in sync across processes)."""
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """One AdamW optimiser and LR schedule per group (e.g. ``"main"`` and ``"disc"``); default: every parameter
+        of :meth:`modules` in ``"main"``."""
+        return {"main": [p for module in self.modules().values() for p in module.parameters()]}
+
+    def training_step(self, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:
+        """Compute the losses, call ``trainer.step(loss, group)`` once per group it updates, and return the values
+        to log (tensors or floats: the trainer reads them after the step, so a step never waits for the device)."""
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        """A batch from dataset items (default: :func:`collate_videos`)."""
+        return collate_videos(items)
+
+    def example_batch(self, batch: int, shape: Any) -> Any:
+        """A batch of ``batch`` items as :meth:`training_step` gets it (random or zero tensors, made on the memory
+        estimate's device): ``shape`` is the clip shape ``(T, H, W)`` for a tokenizer, the per-layer token grids
+        ``[(t, h, w), ...]`` for a generator. Not implemented: memory not estimated."""
+        raise NotImplementedError
+
+    def trace_step(self, steps: int) -> int:
+        """The step the memory estimate traces (the costliest of ``steps``; default the last)."""
+        return max(steps - 1, 0)
+
+    def held_modules(self) -> list[torch.nn.Module]:
+        """Frozen networks the step keeps in memory beside :meth:`modules` (e.g. a perceptual-loss network)."""
+        return []
+
+    def memory_notes(self) -> tuple[int, list[str]]:
+        """Bytes held outside every module (e.g. a frozen text encoder kept out of the module tree), and notes for
+        the memory estimate."""
+        return 0, []
+
+    def summary(self) -> dict[str, Any]:
+        """What the training summary adds (e.g. which loss terms were on)."""
+        return {}
+
+    def finish(self) -> None:
+        """Called once training ends (e.g. to switch activation checkpointing off again)."""
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -226,7 +267,7 @@ def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
 class Trainer:
     """Optimisers, schedules, precision and checkpoints for one task (see the module docstring)."""
 
-    def __init__(self, task: TrainTask, cfg: TrainConfig, device: torch.device):
+    def __init__(self, task: TrainingTask, cfg: TrainConfig, device: torch.device):
         self.task, self.config, self.device = task, cfg, torch.device(device)
         self.modules = task.modules()
         self.groups = {name: [p for p in params if p.requires_grad] for name, params in task.param_groups().items()}
@@ -347,7 +388,7 @@ def _recover(folder: Path) -> None:
         os.replace(old, folder)
 
 
-def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, workdir: Path,
+def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, workdir: Path,
           device: torch.device | str, seed: int, progress: bool = True,
           eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train ``task`` for ``cfg.steps`` steps on ``data``; resume from ``workdir`` if it holds a checkpoint.
@@ -410,3 +451,17 @@ def train(task: TrainTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, 
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
             "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "resumed_from_step": resumed}
+
+
+def fit_component(component: Any, data: Any, *, workdir: Path, device: torch.device | str, seed: int,
+                  progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train a tokenizer or generator through the task its ``training_task(data, device)`` returns, with its config's
+    ``train`` settings; resumable from ``workdir``. Returns :func:`train`'s summary plus the task's own."""
+    device = torch.device(device)
+    task = component.training_task(data, device)
+    if task is None:
+        raise BadInput(f"{type(component).__name__} is not trainable (its training_task() returns None)")
+    summary = train(task, task.data, component.config.train, workdir=workdir, device=device, seed=seed,
+                    progress=progress, eval_fn=eval_fn)
+    task.finish()
+    return {**summary, **task.summary()}

@@ -15,7 +15,7 @@ from hitvideo_bench.components import (BenchMetric, Codec, ComponentConfig, Comp
                                        VideoDataset)
 from hitvideo_bench.errors import ShapeError
 from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig
+from hitvideo_bench.training import TrainConfig, TrainingTask
 
 
 class FixtureNoiseConfig(ComponentConfig):
@@ -157,21 +157,22 @@ class FixturePoolTokenizer(Tokenizer):
     def decode(self, pyramid, layers=None):
         return self.decode_latents(self.tokens_to_latents(pyramid), layers)
 
+    def latent_channels(self):
+        return [3] * len(POOLS)
+
     def decoder_parameters(self):
         return list(self.decoder.parameters())
 
-    def fit(self, dataset, *, workdir, device, seed, progress=True, eval_fn=None):
-        from hitvideo_bench.training import train
-
-        return train(_FixturePoolTask(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
-                     progress=progress, eval_fn=eval_fn)
+    def training_task(self, data, device, *, shapes_only=False):
+        return _FixturePoolTask(self, data)
 
 
-class _FixturePoolTask:
+class _FixturePoolTask(TrainingTask):
     """Fixture training task: L1 reconstruction, the decoder learns."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, data):
         self.tok = tokenizer
+        self.data = data
 
     def modules(self):
         return {"tokenizer": self.tok}

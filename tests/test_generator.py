@@ -338,8 +338,9 @@ def test_long_prompt_is_truncated_with_a_warning():
 
 def test_flan_t5_xl_absent_is_weights_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(WeightsUnavailable, match="flan-t5-xl") as info:
-        ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"text_encoder": "flan-t5-xl"}), FixtureTokenizer())
+    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"text_encoder": "flan-t5-xl"}), FixtureTokenizer())
+    with pytest.raises(WeightsUnavailable, match="flan-t5-xl") as info:  # on first use: training or sampling
+        gen.encode_text(["a red circle"], "cpu")
     assert "hf download google/flan-t5-xl" in info.value.hint and str(tmp_path) in info.value.hint
 
 

@@ -45,6 +45,9 @@ class FixtureBinaryTokenizer(Tokenizer):
     def decode_latents(self, latents, layers=None):
         return torch.nn.functional.interpolate((latents[0] + 1) / 2, scale_factor=(1, 4, 4))
 
+    def latent_channels(self):
+        return [3]
+
     def decode(self, pyramid, layers=None):
         return self.decode_latents(self.tokens_to_latents(pyramid), layers)
 

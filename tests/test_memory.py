@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from hitbench_builtin.generators.ar_llama import ARLlamaGenerator
-from hitbench_builtin.tokenizers.hitvideo import (Discriminator, HiTVideoConfig, HiTVideoTokenizer,
-                                                  reconstruction_loss)
+from hitbench_builtin.tokenizers.hitvideo import Discriminator, HiTVideoConfig, HiTVideoTokenizer
 from hitbench_builtin.tokenizers.masked import MaskedTokenizer
 from hitvideo_bench import memory
 from hitvideo_bench.cli import main
@@ -58,19 +57,21 @@ def measured(modules: list[nn.Module], step) -> int:
 TOLERANCE = 0.01
 
 
+def real_step_bytes(task, batch, step: int, precision: str = "fp32") -> int:
+    """Saved-tensor bytes of the same training step on real CPU tensors, seeded as the estimate seeds it."""
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return measured([*task.modules().values(), *task.held_modules()],
+                        lambda: memory.first_loss(task, batch, step))
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_tokenizer_trace_counts_what_a_real_forward_saves(checkpointing):
+    """The estimate traces the task's own training step (every layer, the coarse decode, the GAN) on fake tensors."""
     config = tokenizer_config(grad_checkpointing=checkpointing)
-    estimate = memory.tokenizer_training_memory(HiTVideoTokenizer, config, CLIP, device="cpu")
-    torch.manual_seed(0)
-    tok, disc = HiTVideoTokenizer(config), Discriminator(config.disc_channels).requires_grad_(False)
-    video = torch.rand(2, 3, 16, 32, 32)  # tiny trains on 32-pixel crops, 8 per step (or 2 whole clips)
-
-    def step():
-        rec, aux = tok(video)
-        return reconstruction_loss(rec, video, config.loss)[0] + aux - disc(rec * 2 - 1).mean()
-
-    real = measured([tok, disc], step)
+    estimate = memory.training_memory(HiTVideoTokenizer, config, CLIP, device="cpu")
+    task = HiTVideoTokenizer(config).training_task(None, torch.device("cpu"), shapes_only=True)
+    real = real_step_bytes(task, task.example_batch(2, CLIP), task.trace_step(config.train.steps))
     assert real > 0
     assert estimate.activation_bytes == pytest.approx(real, rel=TOLERANCE)
 
@@ -79,44 +80,33 @@ def test_tokenizer_trace_counts_what_a_real_forward_saves(checkpointing):
 def test_generator_trace_counts_what_a_real_forward_saves(precision, checkpointing):
     sizes, grids = tiny_pyramid()
     config = generator_config(precision=precision, grad_checkpointing=checkpointing)
-    estimate = memory.generator_training_memory(ARLlamaGenerator, config, sizes, grids, device="cpu")
-    torch.manual_seed(0)
-    gen = ARLlamaGenerator(config.model_copy(update={"grid_shapes": grids}), SimpleNamespace(codebook_sizes=sizes),
-                           load_text=False)
-    gen.set_grad_checkpointing(checkpointing)
-    tokens = torch.randint(0, min(sizes), (4, sum(t * h * w for t, h, w in grids)))
-    feats = torch.randn(4, config.text_len, gen.text_proj.in_features)
-    mask = torch.ones(4, config.text_len, dtype=torch.bool)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            text_h, text_mask = gen.text_prefix(feats, mask)
-            return gen.weighted_loss(gen.layer_losses(tokens, text_h, text_mask))
-
-    real = measured([gen], step)
+    estimate = memory.training_memory(ARLlamaGenerator, config, grids, device="cpu",
+                                      tokenizer=SimpleNamespace(codebook_sizes=sizes))
+    gen = ARLlamaGenerator(generator_config(precision=precision, grad_checkpointing=checkpointing),
+                           SimpleNamespace(codebook_sizes=sizes))
+    task = gen.training_task(None, torch.device("cpu"), shapes_only=True)
+    real = real_step_bytes(task, task.example_batch(4, grids), 0, precision)
     assert estimate.activation_bytes == pytest.approx(real, rel=TOLERANCE)
 
 
-def test_checkpointing_and_bf16_save_less():
-    base = memory.tokenizer_training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu")
-    ckpt = memory.tokenizer_training_memory(HiTVideoTokenizer, tokenizer_config(grad_checkpointing=True), CLIP,
-                                            device="cpu")
-    assert ckpt.activation_bytes < base.activation_bytes
+def generator_memory(config, world_size: int = 1):
     sizes, grids = tiny_pyramid()
-    fp32 = memory.generator_training_memory(ARLlamaGenerator, generator_config(), sizes, grids)
-    bf16 = memory.generator_training_memory(ARLlamaGenerator, generator_config(precision="bf16"), sizes, grids)
+    return memory.training_memory(ARLlamaGenerator, config, grids, world_size=world_size,
+                                  tokenizer=SimpleNamespace(codebook_sizes=sizes))
+
+
+def test_checkpointing_and_bf16_save_less():
+    base = memory.training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu")
+    ckpt = memory.training_memory(HiTVideoTokenizer, tokenizer_config(grad_checkpointing=True), CLIP, device="cpu")
+    assert ckpt.activation_bytes < base.activation_bytes
+    fp32 = generator_memory(generator_config())
+    bf16 = generator_memory(generator_config(precision="bf16"))
     assert bf16.activation_bytes < fp32.activation_bytes
 
 
 def test_state_is_16_bytes_per_trained_parameter_plus_4_with_ema():
-    trained, frozen = nn.Linear(10, 20), nn.Linear(3, 4)
-    n, m = sum(p.numel() for p in trained.parameters()), sum(p.numel() for p in frozen.parameters())
-    assert memory.state_bytes([trained]) == 16 * n
-    assert memory.state_bytes([trained], ema=True) == 20 * n
-    assert memory.state_bytes([trained], [frozen]) == 16 * n + 4 * m
-
-    plain = memory.tokenizer_training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu")
-    ema = memory.tokenizer_training_memory(HiTVideoTokenizer, tokenizer_config(ema=0.999), CLIP, device="cpu")
+    plain = memory.training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu")
+    ema = memory.training_memory(HiTVideoTokenizer, tokenizer_config(ema=0.999), CLIP, device="cpu")
     config = tokenizer_config()
     with torch.device("meta"):
         tok, disc = HiTVideoTokenizer(config), Discriminator(config.disc_channels)
@@ -130,12 +120,28 @@ def test_state_is_16_bytes_per_trained_parameter_plus_4_with_ema():
     assert plain.total_bytes == plain.state_bytes + plain.activation_bytes
 
 
+def test_a_fill_trained_on_a_frozen_base_counts_the_base_once():
+    """The masked wrapper trains its fill and the base's decoder: 16 bytes for those, 4 for the frozen rest."""
+    config = get_catalog().make_config("tokenizer", "masked", "tiny", {
+        "strategy": "learned", "finetune_decoder": True, "train": {"steps": 10, "batch_size": 2}})
+    estimate = memory.training_memory(MaskedTokenizer, config, CLIP, device="cpu")
+    with torch.device("meta"):
+        tok = MaskedTokenizer(config)
+    trained = {id(p) for p in [tok.mask_embedding, *tok.base.decoder_parameters()]}
+    n_trained = sum(p.numel() for p in tok.parameters() if id(p) in trained)
+    n_frozen = sum(p.numel() for p in tok.parameters() if id(p) not in trained)
+    buffers = sum(b.numel() * b.element_size() for b in tok.buffers())
+    assert estimate.trainable_params == n_trained
+    assert estimate.state_bytes == 16 * n_trained + 4 * n_frozen + buffers
+    assert estimate.activation_bytes > 0
+
+
 def test_activations_follow_the_batch_state_does_not():
     sizes, grids = tiny_pyramid()
     for estimate in (
-            lambda b: memory.tokenizer_training_memory(HiTVideoTokenizer, tokenizer_config(batch_size=b), CLIP),
-            lambda b: memory.generator_training_memory(ARLlamaGenerator, generator_config(batch_size=b), sizes, grids)):
-        one, two, four = estimate(2), estimate(4), estimate(8)
+            lambda b: memory.training_memory(HiTVideoTokenizer, tokenizer_config(batch_size=b), CLIP),
+            lambda b: generator_memory(generator_config(batch_size=b))):
+        one, two, four = estimate(8), estimate(16), estimate(32)  # the last steps: a quarter of them, whole
         assert one.state_bytes == two.state_bytes == four.state_bytes
         assert two.activation_bytes == pytest.approx(2 * one.activation_bytes, rel=0.05)
         assert four.activation_bytes == pytest.approx(2 * two.activation_bytes, rel=0.05)
@@ -143,15 +149,13 @@ def test_activations_follow_the_batch_state_does_not():
 
 def test_world_size_splits_the_global_batch():
     sizes, grids = tiny_pyramid()
-    whole = memory.generator_training_memory(ARLlamaGenerator, generator_config(batch_size=8), sizes, grids)
-    split = memory.generator_training_memory(ARLlamaGenerator, generator_config(batch_size=32), sizes, grids,
-                                             world_size=4)
+    whole = generator_memory(generator_config(batch_size=8))
+    split = generator_memory(generator_config(batch_size=32), world_size=4)
     assert (split.batch, split.world_size) == (8, 4)
     assert split.activation_bytes == whole.activation_bytes
     assert "batch 8 of 32 over 4 GPUs" in split.describe()
     assert memory.per_gpu_batch(10, 4) == 3  # rank 0 takes the larger share
-    uneven = memory.generator_training_memory(ARLlamaGenerator, generator_config(batch_size=10), sizes, grids,
-                                              world_size=4)
+    uneven = generator_memory(generator_config(batch_size=10), world_size=4)
     assert "batch 3 of 10 over 4 GPUs" in uneven.describe()  # the configured global batch, not 3 x 4
     with pytest.raises(memory.NotEstimated, match="train.batch_size 4 cannot be split over 8 processes"):
         memory.per_gpu_batch(4, 8)
@@ -159,9 +163,12 @@ def test_world_size_splits_the_global_batch():
         memory.per_gpu_batch(4, 0)
 
 
-def test_components_without_a_trace_are_not_estimated():
-    with pytest.raises(memory.NotEstimated, match="MaskedTokenizer"):
-        memory.tokenizer_training_memory(MaskedTokenizer, None, CLIP)
+def test_components_that_do_not_train_are_not_estimated():
+    config = get_catalog().make_config("tokenizer", "masked", "tiny", {})  # train.steps 0: nothing trains
+    with pytest.raises(memory.NotEstimated, match="MaskedTokenizer is not trainable"):
+        memory.training_memory(MaskedTokenizer, config, CLIP)
+    with pytest.raises(memory.NotEstimated, match="no train settings"):
+        memory.training_memory(MaskedTokenizer, SimpleNamespace(), CLIP)
 
 
 def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
@@ -187,7 +194,9 @@ def test_validate_nproc_and_not_estimated(capsys):
     out = capsys.readouterr().out
     assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_masking.yaml")]) == 0
-    assert "training memory: not estimated (no training trace for MaskedTokenizer)" in capsys.readouterr().out
+    out = capsys.readouterr().out  # every fill fine-tunes the decoder: estimated like any trainable tokenizer
+    assert out.count("tokenizer masked (tiny)") == out.count("tokenizer masked (tiny)") > 0
+    assert "not estimated" not in out
 
 
 def test_the_core_imports_no_built_in_plugin():
@@ -202,18 +211,35 @@ def test_the_core_imports_no_built_in_plugin():
             assert not any(n.split(".")[0] == "hitbench_builtin" for n in names), f"{path} imports {names}"
 
 
-def test_a_third_party_tokenizer_gets_an_estimate_from_its_own_trace():
-    """A tokenizer outside the built-ins declares its training step and gets the same estimate a built-in does."""
-    from hitvideo_bench.components import TrainingTrace
+def test_a_third_party_tokenizer_gets_an_estimate_from_its_own_task():
+    """A tokenizer outside the built-ins declares its training task and gets the same estimate a built-in does."""
+    from hitvideo_bench.training import TrainingTask
 
-    class PluginTokenizer(HiTVideoTokenizer):
-        @classmethod
-        def training_trace(cls, config, clip_shape, batch, build, device):
-            with build():
-                net = torch.nn.Conv3d(3, 8, 3, padding=1)
-                video = torch.rand(batch, 3, *clip_shape)
-            return TrainingTrace(lambda: net(video).square().mean(), [net])
+    class FixtureTask(TrainingTask):
+        def __init__(self, net):
+            self.net = net
 
-    estimate = memory.tokenizer_training_memory(PluginTokenizer, tokenizer_config(), CLIP, device="cpu")
+        def modules(self):
+            return {"net": self.net}
+
+        def training_step(self, batch, step, trainer):
+            trainer.step(self.net(batch["video"]).square().mean(), "main")
+            return {}
+
+        def example_batch(self, batch, shape):
+            return {"video": torch.rand(batch, 3, *shape)}
+
+    class FixturePluginTokenizer(HiTVideoTokenizer):
+        def __init__(self, config):
+            super().__init__(config)
+            self.net = torch.nn.Conv3d(3, 8, 3, padding=1)
+
+        def training_task(self, data, device, *, shapes_only=False):
+            return FixtureTask(self.net)
+
+    estimate = memory.training_memory(FixturePluginTokenizer, tokenizer_config(), CLIP, device="cpu")
     assert estimate.trainable_params == 8 * 3 * 27 + 8
+    assert estimate.state_bytes == 16 * estimate.trainable_params
     assert estimate.activation_bytes >= 4 * 8 * estimate.batch * math.prod(CLIP)  # the conv output, saved by square
+    assert memory.format_count(estimate.trainable_params) == "656"
+    assert memory.format_count(4_700) == "4.7 k" and memory.format_count(5_220_000_000) == "5.22 B"

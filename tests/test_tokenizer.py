@@ -22,6 +22,11 @@ MICRO = {"channels": 8, "z_channels": 16, "quant_dims": [6, 5, 4, 3], "disc_chan
          "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}}
 
 
+def floats(logs: dict) -> dict[str, float]:
+    """A training step's logs (tensors or numbers) as floats."""
+    return {k: float(v) for k, v in logs.items()}
+
+
 def micro(cls=HiTVideoTokenizer, **over) -> HiTVideoTokenizer:
     torch.manual_seed(0)
     base = dict(MICRO)
@@ -143,11 +148,11 @@ def test_quantiser_is_the_library_lfq_and_codes_round_trip():
 
 def test_training_step_uses_progressive_schedule_and_all_losses():
     tok = micro(loss={"adversarial": 0.1, "adversarial_start": 0.5}, progressive=[0, 0.25, 0.5, 0.75])
-    task = TokenizerTask(tok, "cpu")
+    task = TokenizerTask(tok, None, "cpu")
     assert [task.scheduled_layers(s) for s in (0, 1, 2, 3)] == [1, 2, 3, 4]  # layers join at steps 0, 1, 2, 3 of 4
     assert task.adversarial_from == 2
     assert task.perceptual_status.startswith("off")  # no LPIPS weights on a test machine
-    single = TokenizerTask(micro(SingleLayerTokenizer), "cpu")
+    single = TokenizerTask(micro(SingleLayerTokenizer), None, "cpu")
     assert all(single.scheduled_layers(s) == 1 for s in range(4))
 
 
@@ -186,7 +191,8 @@ def test_temporal_conv_gives_the_3d_conv_it_stands_for_and_its_gradients():
 
 def test_training_loss_mixes_l1_and_squared_error_by_their_weights():
     tok = micro(loss={"l1": 0.5, "l2": 3.0})  # step 0 of the schedule: the coarsest layer alone, no second decode
-    logs = TokenizerTask(tok, "cpu").training_step({"video": fixture_video(size=32)}, 0, BackwardOnly())
+    task = TokenizerTask(tok, None, "cpu")
+    logs = floats(task.training_step({"video": fixture_video(size=32)}, 0, BackwardOnly()))
     assert logs["loss"] == pytest.approx(0.5 * logs["l1"] + 3.0 * logs["l2"] + logs["lfq_aux"], rel=1e-5)
     tiny, paper = HiTVideoConfig().loss, HiTVideoConfig.from_preset("paper").loss
     assert (tiny.l1, tiny.l2) == (0, 10) and (paper.l1, paper.l2) == (1, 0)  # tiny: squared error; paper: L1
@@ -216,7 +222,8 @@ def step_gradients(tok, step: int) -> tuple[dict[str, float], dict[str, bool]]:
     """One training step's logs and which parameters it gave a gradient (32-px fixture clips are not cropped)."""
     tok.zero_grad(set_to_none=True)
     torch.manual_seed(1)
-    logs = TokenizerTask(tok, "cpu").training_step({"video": fixture_video(size=32)}, step, BackwardOnly())
+    task = TokenizerTask(tok, None, "cpu")
+    logs = floats(task.training_step({"video": fixture_video(size=32)}, step, BackwardOnly()))
     return logs, {name: p.grad is not None and bool(p.grad.abs().sum() > 0) for name, p in tok.named_parameters()}
 
 
@@ -277,7 +284,7 @@ def test_decoding_from_k_layers_uses_the_coarse_prediction_for_the_rest():
         h = tok.post[3](codes[3])
         for layer in (2, 1, 0):
             h = tok.ups[layer](h)  # prediction only: the layer is left out
-        expected = (tok.decoder(h) + 1) / 2
+        expected = ((tok.decoder(h) + 1) / 2).clamp(0, 1)  # decode keeps the contract: [0, 1]
     torch.testing.assert_close(tok.decode(pyramid, layers=1), expected)
 
 
@@ -318,7 +325,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
 
 
 def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
-    task = TokenizerTask(micro(crop_until=0.5), "cpu")  # tiny: 32-pixel crops; 4 steps
+    task = TokenizerTask(micro(crop_until=0.5), None, "cpu")  # tiny: 32-pixel crops; 4 steps
     pixel = torch.arange(64.0 * 64).view(1, 1, 1, 64, 64)  # value = y * 64 + x, plus 10^4 per clip
     video = (pixel + 1e4 * torch.arange(4.0).view(4, 1, 1, 1, 1)).expand(4, 3, 16, 64, 64)
     torch.manual_seed(0)
@@ -333,7 +340,7 @@ def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
     assert torch.equal(whole, video[:1]) and not resized  # 4 clips x 32^2 pixels = 1 clip x 64^2
 
     one_layer = {"quant_dims": [6], "layer_strides": [], "crop_frames": 4, "crop_size": None}
-    frames = TokenizerTask(micro(**one_layer), "cpu")  # 4-frame crops on latent-frame boundaries
+    frames = TokenizerTask(micro(**one_layer), None, "cpu")  # 4-frame crops on latent-frame boundaries
     clip = torch.arange(16.0).view(1, 1, 16, 1, 1).expand(8, 3, 16, 64, 64)
     crops, _ = frames.training_clips(clip, step=0)
     assert {int(c[0, 0, 0, 0]) for c in crops} <= {0, 4, 8, 12} and crops.shape == (8, 3, 4, 64, 64)
@@ -341,7 +348,7 @@ def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
 
 def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_again():
     single = micro(SingleLayerTokenizer)  # 64 px clips are resized to 72 px; 32-pixel crops of those
-    task = TokenizerTask(single, "cpu")
+    task = TokenizerTask(single, None, "cpu")
     video = torch.rand(4, 3, 16, 64, 64)
     torch.manual_seed(0)
     crops, resized = task.training_clips(video, step=0)
@@ -355,12 +362,12 @@ def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_
     whole, resized = task.training_clips(video, step=3)
     assert whole.shape == (1, 3, 16, 64, 64) and not resized  # as many clips as hitvideo: 4 x 32^2 px = 1 x 64^2
     assert single(whole)[0].shape == whole.shape
-    logs = task.training_step({"video": video}, 0, BackwardOnly())  # the step trains on the crops as they are
+    logs = floats(task.training_step({"video": video}, 0, BackwardOnly()))  # the step trains on the crops as they are
     assert logs["layers"] == 1 and math.isfinite(logs["loss"])
 
 
 def test_a_crop_the_tokenizer_cannot_take_names_the_field():
-    task = TokenizerTask(micro(SingleLayerTokenizer, crop_size=36), "cpu")  # 36 px crops of 72 px: 4.5 tokens
+    task = TokenizerTask(micro(SingleLayerTokenizer, crop_size=36), None, "cpu")  # 36 px crops of 72 px: 4.5 tokens
     with pytest.raises(ShapeError, match="crop_size 36 on 16x64x64 clips: height 36 does not suit"):
         task.training_clips(torch.rand(2, 3, 16, 64, 64), step=0)
 
@@ -404,7 +411,7 @@ def test_a_trained_tokenizer_decodes_better_from_every_added_layer():
     val = catalog.create("dataset", "synthetic-shapes", preset="tiny", overrides=data, split="val")
     torch.manual_seed(0)
     tok = micro(crop_size=None, train={"steps": 300, "batch_size": 4})
-    task = TokenizerTask(tok, "cpu")
+    task = TokenizerTask(tok, None, "cpu")
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
 
     class Trainer(BackwardOnly):

@@ -2,8 +2,10 @@
 
 Each 1 x 4 x 4 patch is encoded by a small conv net to ``bits`` channels, each quantised to its sign
 (lookup-free, straight-through), so a token is a ``bits``-bit integer. Training goes through
-hitbench's shared trainer: this file only says which modules and parameters there are and what one
-training step computes.
+hitbench's shared trainer: the tokenizer returns a training task (which modules, one training step,
+an example batch for the memory estimate) and hitbench trains, caches and resumes it. The latent
+hooks (``tokens_to_latents``, ``decode_latents``, ``decoder_parameters``) let the built-in ``masked``
+wrapper apply dynamic encoding to it, with all three fills.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hitvideo_bench.checkpoint import save_pretrained
 from hitvideo_bench.components import ComponentConfig, Tokenizer
 from hitvideo_bench.errors import ShapeError
 from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig, train
+from hitvideo_bench.training import TrainConfig, TrainingTask
 
 
 class PatchBinaryConfig(ComponentConfig):
@@ -63,34 +65,49 @@ class PatchBinaryTokenizer(Tokenizer):
         return TokenPyramid([tokens], self.codebook_sizes)
 
     def decode(self, pyramid, layers=None):
-        bits = (pyramid.layers[0].unsqueeze(1) // self.powers.view(1, -1, 1, 1, 1)) % 2
-        return self.reconstruct(bits.float() * 2 - 1)
+        return self.decode_latents(self.tokens_to_latents(pyramid)).clamp(0, 1)
 
     def reconstruct(self, latents: torch.Tensor) -> torch.Tensor:
-        return ((self.decoder(latents) + 1) / 2).clamp(0, 1)
+        return (self.decoder(latents) + 1) / 2
 
-    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict:
-        return train(_Task(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
-                     progress=progress, eval_fn=eval_fn)
+    # the latent hooks of dynamic encoding: the ±1 bits of every token, decoded unclamped
+
+    def tokens_to_latents(self, pyramid):
+        bits = (pyramid.layers[0].unsqueeze(1) // self.powers.view(1, -1, 1, 1, 1)) % 2
+        return [bits.float() * 2 - 1]
+
+    def decode_latents(self, latents, layers=None):
+        return self.reconstruct(latents[0])
+
+    def latent_channels(self):
+        return [self.config.bits]
+
+    def decoder_parameters(self):
+        return list(self.decoder.parameters())
+
+    def training_task(self, data, device, *, shapes_only=False):
+        return _Task(self, data)
 
     def save_pretrained(self, path: Path) -> None:
         save_pretrained(self, path, "tokenizer", "patch-binary")
 
 
-class _Task:
-    """What the shared trainer needs: modules, parameter groups, one step."""
+class _Task(TrainingTask):
+    """What hitbench needs to train it: the modules, one step, and an example batch (for the memory estimate)."""
 
-    def __init__(self, tokenizer: PatchBinaryTokenizer):
+    def __init__(self, tokenizer: PatchBinaryTokenizer, data):
         self.tokenizer = tokenizer
+        self.data = data  # the dataset hitbench gives (None when it only estimates memory)
 
     def modules(self):
         return {"tokenizer": self.tokenizer}
 
-    def param_groups(self):
-        return {"main": list(self.tokenizer.parameters())}
-
     def training_step(self, batch, step, trainer):
         video = batch["video"]
-        loss = (self.tokenizer.reconstruct(self.tokenizer.quantize(video)) - video).abs().mean()
+        with trainer.autocast():
+            loss = (self.tokenizer.reconstruct(self.tokenizer.quantize(video)) - video).abs().mean()
         trainer.step(loss, "main")
-        return {"l1": float(loss)}
+        return {"l1": loss.detach()}
+
+    def example_batch(self, batch, shape):
+        return {"video": torch.rand(batch, 3, *shape)}

@@ -30,10 +30,10 @@ from torch import nn
 from transformers import DynamicCache, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
 
-from hitvideo_bench.components import ComponentConfig, Generator, TrainingTrace
+from hitvideo_bench.components import ComponentConfig, Generator
 from hitvideo_bench.errors import BadInput, WeightsUnavailable
 from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig
+from hitvideo_bench.training import TrainConfig, TrainingTask
 
 from .rope3d import Rotary3D, sequence_positions, video_layout
 from .text import TEXT_DIMS, TextEncoder, shared_text_encoder
@@ -136,7 +136,7 @@ class ARLlamaGenerator(Generator):
 
     Config = ARLlamaConfig
 
-    def __init__(self, config: ARLlamaConfig, tokenizer: Any, *, load_text: bool = True):
+    def __init__(self, config: ARLlamaConfig, tokenizer: Any):
         super().__init__(config, tokenizer)
         sizes = [int(s) for s in tokenizer.codebook_sizes]
         if config.codebook_sizes is not None and list(config.codebook_sizes) != sizes:
@@ -153,8 +153,9 @@ class ARLlamaGenerator(Generator):
         d = config.hidden_size
         self.llama_config = config.llama_config()
         head_dim = self.llama_config.head_dim
-        # the frozen text encoder is kept out of the module tree: not trained, not checkpointed
-        self.text = shared_text_encoder(config.text_encoder) if load_text else None
+        # the frozen text encoder is kept out of the module tree (not trained, not checkpointed) and loaded on
+        # first use
+        self.text: TextEncoder | None = None
         self.text_proj = nn.Linear(TEXT_DIMS[config.text_encoder], d)
         self.uncond = nn.Parameter(torch.zeros(config.text_len, d))
         self.bos = nn.Parameter(torch.zeros(d))
@@ -199,7 +200,7 @@ class ARLlamaGenerator(Generator):
             raise BadInput("ar-llama: parameter_count needs codebook sizes (argument or config.codebook_sizes)")
         cfg = config.model_copy(update={"codebook_sizes": None})
         with torch.device("meta"):
-            model = cls(cfg, SimpleNamespace(codebook_sizes=list(sizes)), load_text=False)
+            model = cls(cfg, SimpleNamespace(codebook_sizes=list(sizes)))
         count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
         out = {"backbone": count(model.layers) + count(model.norm),
                "embeddings": count(model.token_embeds) + count(model.layer_embed),
@@ -277,6 +278,7 @@ class ARLlamaGenerator(Generator):
         """Projected text ``(B, text_len, d)`` and mask; rows where ``drop`` is True get the unconditional embedding."""
         h = self.text_proj(feats.to(self.text_proj.weight.dtype))
         if drop is not None and bool(drop.any()):
+            drop = drop.to(h.device)
             h = torch.where(drop[:, None, None], self.uncond.to(h.dtype).expand_as(h), h)
             mask = mask | drop[:, None]
         return h, mask
@@ -376,41 +378,13 @@ class ARLlamaGenerator(Generator):
             layer.gradient_checkpointing = on
             layer._gradient_checkpointing_func = partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
 
-    @classmethod
-    def training_trace(cls, config: ARLlamaConfig, codebook_sizes, grid_shapes, batch: int, build, device
-                       ) -> TrainingTrace:
-        """The training step of ``_Task``: text prefix from the frozen encoder's precomputed features, then the
-        per-layer cross-entropies. The encoder's weights stay on the GPU in training: counted when its config is
-        on this machine (the notes say so otherwise)."""
-        from hitvideo_bench.memory import format_count
-
-        config = config.model_copy(update={"grid_shapes": [tuple(g) for g in grid_shapes]})
-        with build():
-            generator = cls(config, SimpleNamespace(codebook_sizes=list(codebook_sizes)), load_text=False)
-            generator.set_grad_checkpointing(config.train.grad_checkpointing)
-            tokens = torch.zeros(batch, sum(math.prod(g) for g in grid_shapes), dtype=torch.long)
-            feats = torch.zeros(batch, config.text_len, generator.text_proj.in_features)
-            text_mask = torch.ones(batch, config.text_len, dtype=torch.bool)
-
-        def step() -> torch.Tensor:
-            text_h, mask = generator.text_prefix(feats, text_mask)
-            return generator.weighted_loss(generator.layer_losses(tokens, text_h, mask))
-
-        try:
-            encoder = shared_text_encoder(config.text_encoder)
-        except WeightsUnavailable as exc:
-            return TrainingTrace(step, [generator], notes=[f"frozen text encoder {config.text_encoder} not counted: "
-                                                           f"{exc.what} is not on this machine"])
-        params = encoder.parameter_count()
-        return TrainingTrace(step, [generator], extra_bytes=params * encoder.dtype(device).itemsize,
-                             notes=[f"frozen text encoder {config.text_encoder} ({format_count(params)} parameters) "
-                                    "counted"])
-
-    def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
-            seed: int, progress: bool = True) -> dict[str, Any]:
-        """Train with the shared trainer on ``pyramids`` (one per caption); resumable from ``workdir``."""
-        from hitvideo_bench.training import train
-
+    def training_task(self, data: tuple[TokenPyramid, list[str]] | None, device: torch.device, *,
+                      shapes_only: bool = False) -> _Task:
+        """Training on ``data`` = (pyramids, one caption each): the captions are encoded once by the frozen text
+        encoder, then every step takes the per-layer cross-entropies of a batch of token sequences."""
+        if shapes_only:
+            return _Task(self, None, None)
+        pyramids, captions = data
         if len(captions) != pyramids.batch_size:
             raise BadInput(f"ar-llama: {pyramids.batch_size} pyramids but {len(captions)} captions")
         grids = [tuple(int(v) for v in g) for g in pyramids.grid_shapes]
@@ -422,17 +396,9 @@ class ARLlamaGenerator(Generator):
         unique = list(dict.fromkeys(captions))
         index = {c: i for i, c in enumerate(unique)}
         feats, mask = self._text_encoder().encode(unique, self.config.text_len, device)  # once per fit
-        data = _SequenceDataset(tokens, torch.tensor([index[c] for c in captions]))
         self.to(device)
-        self.set_grad_checkpointing(self.config.train.grad_checkpointing)
-        self.train()
-        task = _Task(self, feats.to(device), mask.to(device))
-        summary = train(task, data, self.config.train, workdir=workdir, device=device, seed=seed, progress=progress)
-        self.set_grad_checkpointing(False)
-        self.eval()
-        summary["tokens_per_clip"] = int(tokens.shape[1])
-        summary["text_encoder"] = self.config.text_encoder
-        return summary
+        return _Task(self, feats.to(device), mask.to(device),
+                     _SequenceDataset(tokens, torch.tensor([index[c] for c in captions])))
 
     def save_pretrained(self, path: Path) -> None:
         """Weights and config (with grid shapes and codebooks); the frozen text encoder is not saved."""
@@ -575,13 +541,17 @@ class _SequenceDataset(torch.utils.data.Dataset):
         return self.tokens[i], int(self.caption_index[i])
 
 
-class _Task:
-    """What the shared trainer needs: modules, one parameter group, collate and one step."""
+class _Task(TrainingTask):
+    """Per-layer cross-entropies of token sequences after the text prefix, with caption dropout for CFG."""
 
-    def __init__(self, gen: ARLlamaGenerator, feats: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, gen: ARLlamaGenerator, feats: torch.Tensor | None, mask: torch.Tensor | None,
+                 data: _SequenceDataset | None = None):
         self.gen = gen
         self.feats = feats  # (unique captions, text_len, E): encoded once per fit
         self.mask = mask
+        self.data = data
+        gen.set_grad_checkpointing(gen.config.train.grad_checkpointing)
+        gen.train()
 
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.gen}
@@ -589,19 +559,48 @@ class _Task:
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"main": [p for p in self.gen.parameters() if p.requires_grad]}
 
-    @staticmethod
-    def collate(items: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+    def collate(self, items: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
         return {"tokens": torch.stack([t for t, _ in items]), "caption": torch.tensor([c for _, c in items])}
 
-    def training_step(self, batch: dict[str, torch.Tensor], step: int, trainer) -> dict[str, float]:
+    def example_batch(self, batch: int, shape: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+        """Zero tokens on the grids ``shape`` and zero caption features (one per clip)."""
+        cfg = self.gen.config
+        cfg.grid_shapes = [tuple(g) for g in shape]
+        self.feats = torch.zeros(batch, cfg.text_len, self.gen.text_proj.in_features)
+        self.mask = torch.ones(batch, cfg.text_len, dtype=torch.bool)
+        return {"tokens": torch.zeros(batch, sum(math.prod(g) for g in self.gen.grid_shapes), dtype=torch.long),
+                "caption": torch.arange(batch)}
+
+    def memory_notes(self) -> tuple[int, list[str]]:
+        """The frozen text encoder stays on the device in training: counted when its config is on this machine."""
+        from hitvideo_bench.memory import format_count
+
+        kind = self.gen.config.text_encoder
+        try:
+            encoder = shared_text_encoder(kind)
+        except WeightsUnavailable as exc:
+            return 0, [f"frozen text encoder {kind} not counted: {exc.what} is not on this machine"]
+        params = encoder.parameter_count()
+        return (params * encoder.dtype(self.feats.device).itemsize,
+                [f"frozen text encoder {kind} ({format_count(params)} parameters) counted"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int, trainer) -> dict[str, torch.Tensor]:
         gen = self.gen
         device = self.feats.device
         tokens = batch["tokens"].to(device)
         idx = batch["caption"].to(device)
-        drop = torch.rand(tokens.shape[0], device=device) < gen.config.cond_drop
+        # caption dropout drawn on the CPU (the checkpointed RNG; whether any row drops is known without a sync)
+        drop = torch.rand(tokens.shape[0]) < gen.config.cond_drop
         with trainer.autocast():
             text_h, text_mask = gen.text_prefix(self.feats[idx], self.mask[idx], drop)
             losses = gen.layer_losses(tokens, text_h, text_mask)
             loss = gen.weighted_loss(losses)
         trainer.step(loss, "main")
-        return {"loss": float(loss.detach()), **{f"ce/L{layer}": float(v.detach()) for layer, v in sorted(losses.items())}}
+        return {"loss": loss.detach(), **{f"ce/L{layer}": v.detach() for layer, v in sorted(losses.items())}}
+
+    def finish(self) -> None:
+        self.gen.set_grad_checkpointing(False)
+
+    def summary(self) -> dict[str, Any]:
+        return {"tokens_per_clip": int(self.data.tokens.shape[1]) if self.data is not None else None,
+                "text_encoder": self.gen.config.text_encoder}

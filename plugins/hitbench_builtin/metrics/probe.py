@@ -49,7 +49,8 @@ from torch import nn
 from hitvideo_bench import cache
 from hitvideo_bench.components import BenchMetric, ComponentConfig
 from hitvideo_bench.errors import BadInput, ShapeError
-from hitvideo_bench.training import TrainConfig, local_training, train
+from hitvideo_bench.io import atomic_path
+from hitvideo_bench.training import TrainConfig, TrainingTask, local_training, train
 
 from ..datasets.synthetic import ATTRIBUTES, SyntheticShapes, SyntheticShapesConfig, parse_caption
 from .frechet import FrechetFeatureMetric
@@ -232,7 +233,7 @@ class _ProbeData(torch.utils.data.Dataset):
         return self.motion[index], self.appearance[index], self.targets[index]
 
 
-class _ProbeTask:
+class _ProbeTask(TrainingTask):
     """The probe's training task for :func:`hitvideo_bench.training.train`: one cross-entropy per
     attribute head, summed, with random time reversal and horizontal flips (labels remapped)."""
 
@@ -365,20 +366,25 @@ def obtain_probe(config: ProbeConfig, clip_shape: tuple[int, int, int], device: 
     key = str(folder)
     if key not in _LOADED:
         weights_path = folder / "model.safetensors"
-        with cache.training_lock(folder):
-            if cache.is_complete(folder) and weights_path.is_file():
-                with torch.device("meta"):  # the cached weights replace the initial ones (and no RNG is drawn)
-                    net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
-                net.load_state_dict(load_file(str(weights_path)), assign=True)
-                summary = cache.read_summary(folder)
-            else:
-                folder.mkdir(parents=True, exist_ok=True)
-                net, summary = train_probe(config, data_config, device, folder / "train")
-                tmp = folder / "model.safetensors.part"
+
+        def load() -> ProbeNet:
+            with torch.device("meta"):  # the cached weights replace the initial ones (and no RNG is drawn)
+                net = ProbeNet(config.input_frames, config.width, config.appearance_width, config.feature_dim)
+            net.load_state_dict(load_file(str(weights_path)), assign=True)
+            return net
+
+        def train() -> tuple[ProbeNet, dict[str, Any]]:
+            net, summary = train_probe(config, data_config, device, folder / "train")
+            return net, {**summary, "identity": identity}
+
+        def save(net: ProbeNet, path) -> None:
+            with atomic_path(weights_path) as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-                tmp.replace(weights_path)
-                cache.mark_complete(folder, {**summary, "identity": identity})
-                shutil.rmtree(folder / "train", ignore_errors=True)  # the resumable checkpoint is no longer needed
+
+        with local_training():  # under torchrun only rank 0 evaluates: it obtains the probe alone
+            net, summary, trained = cache.cached_component(folder, load=load, train=train, save=save)
+        if trained:
+            shutil.rmtree(folder / "train", ignore_errors=True)  # the resumable checkpoint is no longer needed
         _LOADED[key] = Probe(net.eval(), config, summary)
     probe = _LOADED[key]
     probe.net.to(device)

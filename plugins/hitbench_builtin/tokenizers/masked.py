@@ -15,8 +15,9 @@ frame, which after filling frame by frame is the last kept one), ``zero`` (a zer
 under its own fill (``learned`` trains its embedding too), the base otherwise frozen; ``fill_train_steps`` is
 reported with the results.
 
-The base tokenizer must expose its quantised latents: ``tokens_to_latents(pyramid)`` and
-``decode_latents(latents, layers=None)``.
+The base tokenizer must implement the latent hooks of :class:`hitvideo_bench.components.Tokenizer`
+(``tokens_to_latents``, ``decode_latents``; ``decoder_parameters`` for ``finetune_decoder``), whatever its latents'
+width: the learned fill has one entry per channel of the masked layer's latent (``latent_channels()``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hitvideo_bench.components import ComponentConfig, Tokenizer
 from hitvideo_bench.errors import BadInput
 from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig
+from hitvideo_bench.training import TrainConfig, TrainingTask
 
 
 class BaseRef(BaseModel):
@@ -128,19 +129,27 @@ class MaskedTokenizer(Tokenizer):
             ref = config.base
             base = get_catalog().create("tokenizer", ref.name, preset=ref.preset or config.preset,
                                         overrides=ref.config)
-        for hook in ("tokens_to_latents", "decode_latents"):
-            if not callable(getattr(base, hook, None)):
-                raise BadInput(f"masked: base tokenizer {config.base.name!r} does not expose {hook}(); "
-                               "dynamic encoding needs its quantised latents")
+        if not base.exposes_latents:
+            raise BadInput(f"masked: base tokenizer {config.base.name!r} does not implement the latent hooks "
+                           "tokens_to_latents() and decode_latents() that dynamic encoding needs "
+                           "(see docs/plugins.md)", field="tokenizer.config.base.name")
         if config.layer >= base.num_layers:
             raise BadInput(f"masked: layer {config.layer} does not exist; {config.base.name} has layers "
                            f"0..{base.num_layers - 1}")
         if config.train.steps > 0 and config.strategy != "learned" and not config.finetune_decoder:
             raise BadInput(f"masked: strategy {config.strategy!r} with train.steps {config.train.steps} has nothing to "
                            "train; set finetune_decoder: true (or train.steps: 0)")
+        if config.finetune_decoder and type(base).decoder_parameters is Tokenizer.decoder_parameters:
+            raise BadInput(f"masked: finetune_decoder needs the base tokenizer {config.base.name!r} to implement "
+                           "decoder_parameters()", field="tokenizer.config.finetune_decoder")
         self.base = base
-        dim = int(math.log2(base.codebook_sizes[config.layer]))
-        self.mask_embedding = torch.nn.Parameter(torch.zeros(dim)) if config.strategy == "learned" else None
+        self.mask_embedding = None
+        if config.strategy == "learned":
+            channels = base.latent_channels()
+            if channels is None:
+                raise BadInput(f"masked: the learned fill needs the base tokenizer {config.base.name!r} to declare "
+                               "its latents' widths (latent_channels())", field="tokenizer.config.strategy")
+            self.mask_embedding = torch.nn.Parameter(torch.zeros(channels[config.layer]))
 
     @property
     def codebook_sizes(self) -> list[int]:
@@ -180,7 +189,7 @@ class MaskedTokenizer(Tokenizer):
         return latents
 
     def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
-        return self.base.decode_latents(self.filled_latents(pyramid), layers=layers)
+        return self.base.decode_latents(self.filled_latents(pyramid), layers=layers).clamp(0, 1)
 
     def side_info_bits(self, pyramid: TokenPyramid) -> torch.Tensor:
         keep = pyramid.masks[self.config.layer]
@@ -229,12 +238,10 @@ class MaskedTokenizer(Tokenizer):
 
     # -------------------------------------------------------------------------------- training
 
-    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict:
-        """Train the mask embedding (and optionally the decoder) with the base otherwise frozen."""
-        from hitvideo_bench.training import train
-
-        return train(_MaskTask(self), dataset, self.config.train, workdir=workdir, device=device, seed=seed,
-                     progress=progress, eval_fn=eval_fn)
+    def training_task(self, data, device, *, shapes_only: bool = False) -> _MaskTask | None:
+        """Training of the fill (and, with ``finetune_decoder``, the base's decoder), the base otherwise frozen;
+        None when ``train.steps`` is 0."""
+        return _MaskTask(self, data) if self.config.train.steps > 0 else None
 
     def save_pretrained(self, path: Path) -> None:
         from hitvideo_bench.checkpoint import save_pretrained
@@ -242,11 +249,12 @@ class MaskedTokenizer(Tokenizer):
         save_pretrained(self, path, "tokenizer", "masked")
 
 
-class _MaskTask:
-    """TrainTask: L1 reconstruction through the learned fill; the base frozen except its decoder if asked."""
+class _MaskTask(TrainingTask):
+    """L1 reconstruction through the fill; the base frozen except its decoder if asked."""
 
-    def __init__(self, tokenizer: MaskedTokenizer):
+    def __init__(self, tokenizer: MaskedTokenizer, data):
         self.tok = tokenizer
+        self.data = data
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"tokenizer": self.tok}
@@ -263,9 +271,20 @@ class _MaskTask:
 
     def training_step(self, batch, step: int, trainer) -> dict[str, float]:
         video = batch["video"]
-        with torch.no_grad():
-            pyramid = self.tok.encode(video)
+        pyramid = batch.get("pyramid")  # given by example_batch: the memory estimate traces the decode alone
+        if pyramid is None:
+            with torch.no_grad():
+                pyramid = self.tok.encode(video)
         rec = self.tok.decode(pyramid)
         loss = (rec - video).abs().mean()
         trainer.step(loss, "main")
-        return {"l1": float(loss.detach())}
+        return {"l1": loss.detach()}
+
+    def example_batch(self, batch: int, shape: tuple[int, int, int]) -> dict[str, Any]:
+        """Clips and their (all-zero) tokens, every position kept: which positions a clip masks depends on its data,
+        and encoding saves nothing for backward."""
+        grids = self.tok.token_grid_shapes(*shape)
+        layers = [torch.zeros(batch, *g, dtype=torch.long) for g in grids]
+        masks: list[torch.Tensor | None] = [None] * len(grids)
+        masks[self.tok.config.layer] = torch.ones(batch, *grids[self.tok.config.layer], dtype=torch.bool)
+        return {"video": torch.rand(batch, 3, *shape), "pyramid": TokenPyramid(layers, self.tok.codebook_sizes, masks)}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -223,7 +222,11 @@ class HiTVideoTokenizer(Tokenizer):
         return (self._resize(video, size) + 1) / 2
 
     def decode(self, pyramid: TokenPyramid, layers: int | None = None) -> torch.Tensor:
-        return self.decode_latents(self.tokens_to_latents(pyramid), layers=layers)
+        return self.decode_latents(self.tokens_to_latents(pyramid), layers=layers).clamp(0, 1)
+
+    def latent_channels(self) -> list[int]:
+        """The ±1 LFQ codes have one channel per bit."""
+        return list(self.config.quant_dims)
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """What a fill strategy may fine-tune: everything after the quantisers."""
@@ -238,21 +241,10 @@ class HiTVideoTokenizer(Tokenizer):
 
     # ---------------------------------------------------------------------------- training
 
-    def fit(self, dataset, *, workdir: Path, device, seed: int, progress: bool = True, eval_fn=None) -> dict[str, Any]:
-        from hitvideo_bench.training import train
-
+    def training_task(self, data, device, *, shapes_only: bool = False):
         from .task import TokenizerTask
 
-        task = TokenizerTask(self, device)
-        summary = train(task, dataset, self.config.train, workdir=workdir, device=device, seed=seed,
-                        progress=progress, eval_fn=eval_fn)
-        return {**summary, "perceptual": task.perceptual_status, "adversarial": task.adversarial_status}
-
-    @classmethod
-    def training_trace(cls, config, clip_shape, batch, build, device):
-        from .task import training_trace
-
-        return training_trace(cls, config, clip_shape, batch, build, device)
+        return TokenizerTask(self, data, device, shapes_only)
 
     def save_pretrained(self, path: Path) -> None:
         from hitvideo_bench.checkpoint import save_pretrained

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hitvideo_bench.components import TrainingTrace
 from hitvideo_bench.errors import WeightsUnavailable
+from hitvideo_bench.training import TrainingTask
 
 from .blocks import Discriminator, level_strides
 from .config import LossConfig
@@ -55,7 +55,7 @@ def frozen(params):
             p.requires_grad_(True)
 
 
-class TokenizerTask:
+class TokenizerTask(TrainingTask):
     """Training of a HiTVideo tokenizer through the shared trainer (see hitvideo_bench.training).
 
     Progressive, as the paper trains it: the first steps decode from the coarsest layer alone, then from the
@@ -64,17 +64,22 @@ class TokenizerTask:
     (``coarse_weight``), so that every ``k`` stays a trained reconstruction once all layers are in.
     """
 
-    def __init__(self, tokenizer: HiTVideoTokenizer, device):
+    def __init__(self, tokenizer: HiTVideoTokenizer, data, device, shapes_only: bool = False):
         self.tok = tokenizer
+        self.data = data
         cfg = tokenizer.config
         self.steps = cfg.train.steps
         self.lpips, self.perceptual_status = (None, "off: weight 0")
-        if cfg.loss.perceptual > 0:
+        if cfg.loss.perceptual > 0 and shapes_only:  # the memory estimate: LPIPS's shapes, whether or not on disk
+            self.lpips, self.perceptual_status = _lpips_alex_shapes(device), "shapes only"
+        elif cfg.loss.perceptual > 0:
             self.lpips, self.perceptual_status = load_perceptual(device)
         self.disc = None
         self.adversarial_status = "off: weight 0"
         if cfg.loss.adversarial > 0:
-            self.disc = Discriminator(cfg.disc_channels).to(device)
+            self.disc = Discriminator(cfg.disc_channels)
+            if not shapes_only:  # a shapes-only task is built on its device already
+                self.disc.to(device)
             self.adversarial_status = f"on after step {self.adversarial_from}"
 
     @property
@@ -83,6 +88,15 @@ class TokenizerTask:
 
     def modules(self) -> dict[str, nn.Module]:
         return {"tokenizer": self.tok} | ({"disc": self.disc} if self.disc is not None else {})
+
+    def held_modules(self) -> list[nn.Module]:
+        return [self.lpips] if self.lpips is not None else []
+
+    def example_batch(self, batch: int, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        return {"video": torch.rand(batch, 3, *shape)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"perceptual": self.perceptual_status, "adversarial": self.adversarial_status}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"main": list(self.tok.parameters())}
@@ -142,30 +156,30 @@ class TokenizerTask:
             rec = tok.decode_latents(codes, k, size=tuple(video.shape[-2:]))
             loss, l1, l2 = reconstruction_loss(rec, video, loss_cfg)
             loss = loss + aux
-            logs = {"l1": l1.item(), "l2": l2.item(), "lfq_aux": aux.item(), "layers": float(k)}
+            logs = {"l1": l1.detach(), "l2": l2.detach(), "lfq_aux": aux.detach(), "layers": float(k)}
             coarse = self.coarse_reconstruction(codes, video, k)
             if coarse is not None:
                 loss = loss + self.tok.config.coarse_weight * coarse[0]
-                logs.update(coarse_loss=coarse[0].item(), coarse_layers=float(coarse[1]))
+                logs.update(coarse_loss=coarse[0].detach(), coarse_layers=float(coarse[1]))
             if self.lpips is not None:
                 frames = lambda v: v.transpose(1, 2).flatten(0, 1) * 2 - 1  # noqa: E731
                 perceptual = self.lpips(frames(rec), frames(video)).mean()
                 loss = loss + loss_cfg.perceptual * perceptual
-                logs["lpips"] = perceptual.item()
+                logs["lpips"] = perceptual.detach()
             gan = self.disc is not None and step >= self.adversarial_from
             if gan:
                 with frozen(self.disc.parameters()):
                     g_loss = -self.disc(rec * 2 - 1).mean()
                 loss = loss + loss_cfg.adversarial * g_loss
-                logs["g_adv"] = g_loss.item()
+                logs["g_adv"] = g_loss.detach()
         trainer.step(loss, "main")
         if gan:
             with trainer.autocast():
                 real, fake = self.disc(video * 2 - 1), self.disc(rec.detach() * 2 - 1)
                 d_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
             trainer.step(d_loss, "disc")
-            logs["d_hinge"] = d_loss.item()
-        logs["loss"] = loss.item()
+            logs["d_hinge"] = d_loss.detach()
+        logs["loss"] = loss.detach()
         return logs
 
 
@@ -178,41 +192,3 @@ def _lpips_alex_shapes(device: torch.device) -> nn.Module:
         net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
     net.scaling_layer.to(device)  # its constants are made with torch.Tensor(...), on the CPU
     return net.eval().requires_grad_(False)
-
-
-def training_trace(cls: type[HiTVideoTokenizer], config, clip_shape, batch: int, build, device) -> TrainingTrace:
-    """The costliest step of :class:`TokenizerTask`, for the memory estimate: every layer decoded, LPIPS on and the
-    GAN started, on the training crops at the encoder's input size (whole-clip steps take about as many pixels),
-    i.e. ``tokenizer(video, resized=True)`` with its reconstruction loss and the LPIPS and discriminator losses on
-    its output. Not traced: the second, coarse reconstruction of part of the batch (a decoder pass on
-    ``coarse_batch`` of the clips) and the discriminator's own step after backward."""
-    from hitvideo_bench.memory import format_count
-
-    loss = config.loss
-    with build():
-        tokenizer = cls(config)
-        video = torch.rand(batch, 3, *config.crop_shape(*clip_shape))
-        disc = Discriminator(config.disc_channels).requires_grad_(False) if loss.adversarial > 0 else None
-        perceptual = _lpips_alex_shapes(device) if loss.perceptual > 0 else None
-
-    def frames(v: torch.Tensor) -> torch.Tensor:
-        return v.transpose(1, 2).flatten(0, 1) * 2 - 1
-
-    def step() -> torch.Tensor:  # the loss weights change nothing that is saved
-        rec, aux = tokenizer(video, resized=True)
-        total = reconstruction_loss(rec, video, loss)[0] + aux
-        if perceptual is not None:
-            total = total + perceptual(frames(rec), frames(video)).mean()
-        if disc is not None:
-            total = total - disc(rec * 2 - 1).mean()
-        return total
-
-    notes = []
-    if disc is not None:
-        notes.append(f"discriminator ({format_count(sum(p.numel() for p in disc.parameters()))} parameters) "
-                     f"trained beside it")
-    if perceptual is not None:
-        notes.append(f"LPIPS alex ({format_count(sum(p.numel() for p in perceptual.parameters()))} parameters) "
-                     f"frozen; training turns it off when its weights are missing")
-    return TrainingTrace(step, [t for t in (tokenizer, disc) if t is not None],
-                         [perceptual] if perceptual is not None else [], notes=notes)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from fixture_http_server import FixtureServer, local_network_only
+from test_metrics_learned import RECIPE as LPIPS_OFFLINE_RECIPE
 
 import hitvideo_bench as hb
 from hitvideo_bench import weights
@@ -22,6 +23,8 @@ from hitvideo_bench.manager import get_plugins, load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "hitbench_example.plugin"  # the example plugin loaded by module name (-p), as a user could
+#: -p arguments loading it (and blocking its entry point, should the example be pip-installed here too)
+PLUGIN_ARGS = ["-p", "no:example", "-p", EXAMPLE]
 FILE = "hitbench-example-patch-projection-v1.safetensors"
 
 
@@ -32,7 +35,7 @@ def example(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     local_network_only(monkeypatch)
-    get_plugins([EXAMPLE])
+    get_plugins(PLUGIN_ARGS[1::2])
     yield tmp_path
     get_plugins([])
 
@@ -70,7 +73,7 @@ def _module(name: str, source: str, monkeypatch) -> None:
 
 
 def test_the_listing_shows_plugin_and_built_in_weights_with_who_declared_them(example, capsys):
-    assert main(["-p", EXAMPLE, "weights"]) == 0
+    assert main([*PLUGIN_ARGS, "weights"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("example-projection "))
@@ -93,7 +96,7 @@ def test_a_missing_plugin_file_makes_its_metric_unavailable_with_the_download_hi
 def test_an_imported_plugin_file_is_found_and_the_metric_computes(example, capsys):
     source = example / "downloads" / FILE
     projection = fixture_projection(source, seed=3)
-    assert main(["-p", EXAMPLE, "weights", "--import", str(source)]) == 0
+    assert main([*PLUGIN_ARGS, "weights", "--import", str(source)]) == 0
     target = example / "torch" / "hub" / "checkpoints" / FILE
     assert f"as example-projection: {target}" in capsys.readouterr().out
     assert weights.find("example-projection") == target and target.read_bytes() == source.read_bytes()
@@ -113,7 +116,7 @@ def test_an_imported_plugin_file_is_found_and_the_metric_computes(example, capsy
 def test_import_rejects_files_that_are_not_the_plugin_weight(example, capsys):
     wrong_shape = example / "downloads" / FILE
     fixture_projection(wrong_shape, shape=(16, 12))
-    assert main(["-p", EXAMPLE, "weights", "--import", str(wrong_shape)]) == 2
+    assert main([*PLUGIN_ARGS, "weights", "--import", str(wrong_shape)]) == 2
     err = capsys.readouterr().err
     assert str(wrong_shape) in err and "'projection'" in err and "[16, 48]" in err and "[16, 12]" in err
     not_safetensors = example / "elsewhere" / FILE
@@ -136,12 +139,12 @@ def test_download_fetches_a_plugin_file_from_its_url(example, monkeypatch, capsy
         fixture_projection(example / "served" / FILE, seed=5)
         server.files = {f"/{FILE}": (example / "served" / FILE).read_bytes(), "/broken": b"not a safetensors file"}
         monkeypatch.setattr(hitbench_example.plugin, "PROJECTION_URL", f"{server.base}/broken")
-        assert main(["-p", EXAMPLE, "weights", "--download", "example-projection"]) == 1
+        assert main([*PLUGIN_ARGS, "weights", "--download", "example-projection"]) == 1
         assert "not a safetensors file" in capsys.readouterr().err
         assert not list((example / "torch" / "hub" / "checkpoints").iterdir())  # nothing placed, nothing left
 
         monkeypatch.setattr(hitbench_example.plugin, "PROJECTION_URL", f"{server.base}/{FILE}")
-        assert main(["-p", EXAMPLE, "weights", "--download", "example-projection"]) == 0
+        assert main([*PLUGIN_ARGS, "weights", "--download", "example-projection"]) == 0
         assert "example-projection: downloaded: " in capsys.readouterr().out
         assert weights.find("example-projection").read_bytes() == server.files[f"/{FILE}"]
         assert server.requests[-1] == (f"/{FILE}", None)
@@ -149,16 +152,8 @@ def test_download_fetches_a_plugin_file_from_its_url(example, monkeypatch, capsy
         server.stop()
 
 
-RECIPE = """\
-version: 1
-recipe: fixture-plugin-weights
-description: "fixture recipe: a plugin metric with a pretrained file"
-seeds: [0]
-dataset: {name: fixture-noise, eval_clips: 2}
-evaluate: {reconstruction: [fixture-mae, patch-distance], batch_size: 2}
-variants:
-  q: {codec: {name: fixture-quantize}}
-"""
+#: the offline-weights recipe of test_metrics_learned with the example plugin's metric in place of lpips
+RECIPE = LPIPS_OFFLINE_RECIPE.replace("[fixture-mae, lpips]", "[fixture-mae, patch-distance]")
 
 
 def test_in_a_run_the_plugin_metric_reads_unavailable_then_computes_once_imported(example, tmp_path):
@@ -166,7 +161,7 @@ def test_in_a_run_the_plugin_metric_reads_unavailable_then_computes_once_importe
     recipe.write_text(RECIPE)
 
     def run(out: str) -> pd.DataFrame:
-        assert main(["-p", "hitbench_fixture_plugin", "-p", EXAMPLE, "run", str(recipe), "--out",
+        assert main(["-p", "hitbench_fixture_plugin", *PLUGIN_ARGS, "run", str(recipe), "--out",
                      str(tmp_path / out), "--quiet"]) == 0
         df = pd.read_csv(next((tmp_path / out).rglob("metrics.csv")))
         return df[df.metric == "patch-distance"].iloc[0]

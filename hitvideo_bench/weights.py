@@ -83,8 +83,10 @@ class WeightInfo:
         if not isinstance(self.path, (str, os.PathLike)):
             raise bad("path", "needs a path (pathlib.Path or str)")
         object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(self, "files", tuple(self.files))
+        for names in ("aliases", "files"):
+            if isinstance(getattr(self, names), str) or not all(isinstance(n, str) for n in getattr(self, names)):
+                raise bad(names, "needs a tuple of strings")
+            object.__setattr__(self, names, tuple(getattr(self, names)))
         if self.kind != "package" and urlsplit(str(self.url)).scheme not in ("http", "https"):
             raise bad("url", "needs an http:// or https:// URL (where --download fetches it)")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(self.sha256)):
@@ -137,7 +139,7 @@ def hf_hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _declared_by(plugins: Plugins, impl: Any) -> list[WeightInfo]:
+def _declared_by(impl: Any) -> list[WeightInfo]:
     """One plugin's declarations, checked and marked with its name (BadInput names the plugin)."""
     name = impl.plugin_name
     try:
@@ -165,7 +167,7 @@ def registry(plugins: Plugins | None = None) -> dict[str, WeightInfo]:
     taken: dict[str, WeightInfo] = {}  # names and aliases
     for impl in plugins.pm.hook.hitbench_register_weights.get_hookimpls():
         try:
-            declared = _declared_by(plugins, impl)
+            declared = _declared_by(impl)
         except BadInput:
             raise
         except Exception as exc:  # a broken plugin must not take the others' weights down

@@ -199,6 +199,8 @@ def test_a_weight_name_declared_by_two_plugins_names_both(monkeypatch, capsys):
      "weight 'x': sha256 'abc': needs the full sha256: 64 lowercase hex digits"),
     ("[WeightInfo('x', 'm', '/tmp/x', 'ftp://example.org/x')]", "weight 'x': url 'ftp://example.org/x': needs an http"),
     ("[WeightInfo('x', 'm', '/tmp/x', '', kind='package')]", "weight 'x': package '': kind 'package' needs"),
+    ("[WeightInfo('x', 'm', '/tmp/x', 'https://example.org/x', aliases='y')]",
+     "weight 'x': aliases 'y': needs a tuple of strings"),
     ("{'x': '/tmp/x'}", "returned {'x': '/tmp/x'}; expected a list of hitvideo_bench.weights.WeightInfo"),
 ])
 def test_a_bad_declaration_names_plugin_weight_field_and_allowed_values(monkeypatch, declaration, message):

@@ -62,10 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="re-render the tables and plots of a finished run")
     table.add_argument("results_dir", type=Path)
 
-    weights = sub.add_parser("weights", help="pretrained weights the metrics need: where, present or missing")
+    weights = sub.add_parser("weights", help="pretrained weights the metrics need (built-in and plugins'): where, "
+                                             "present or missing, which plugin declares each")
     action = weights.add_mutually_exclusive_group()
     action.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
-                        help="verify a downloaded weight file and put it where the code looks")
+                        help="verify a downloaded weight file (or model folder) and put it where the code looks")
     action.add_argument("--download", nargs="*", metavar="NAME",
                         help="fetch the named weights (default: every missing one) from their canonical URLs "
                              "(the only command that uses the network; proxies from the environment)")

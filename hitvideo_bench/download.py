@@ -110,6 +110,11 @@ def _fetch_hf_model(entry: WeightInfo, progress: bool) -> Path:
                 raise
     else:
         raise DownloadFailed(f"{entry.url}: none of {', '.join(WEIGHT_FILES)} found")
+    try:
+        check_loadable(staging, entry)
+    except BadInput as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # a wrong model must be fetched again, not resumed
+        raise DownloadFailed(f"{entry.url}: {exc}; the download was deleted") from None
     target = import_hf_folder(staging, entry)
     shutil.rmtree(staging, ignore_errors=True)
     return target

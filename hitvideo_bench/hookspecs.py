@@ -12,6 +12,8 @@ Phases:
 1. registration -- :func:`hitbench_register_components`: add tokenizers, codecs, generators,
    metrics and datasets to the catalog by name. Register a ``"module:Class"`` string so heavy
    imports (torch models, transformers) happen only when the component is created.
+   :func:`hitbench_register_weights`: declare the pretrained files those components need, so that
+   ``hitbench weights`` lists, imports and downloads them as it does the built-ins'.
 2. recipe -- :func:`hitbench_recipe_loaded`: inspect or adjust a loaded recipe before it is
    validated against the catalog.
 3. execution -- :func:`hitbench_run_start`, :func:`hitbench_run_finished`: observe each run
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .catalog import Catalog
+    from .weights import WeightInfo
 
 PROJECT = "hitbench"
 
@@ -56,6 +59,25 @@ def hitbench_register_components(catalog: Catalog) -> None:
     base class of its kind in :mod:`hitvideo_bench.components` and carry a ``Config`` class.
     Registering a name that another plugin already registered for the same kind is an error that
     names both plugins.
+    """
+
+
+@hookspec
+def hitbench_register_weights() -> list[WeightInfo]:
+    """Return the pretrained files your components need, as :class:`hitvideo_bench.weights.WeightInfo`.
+
+    Example::
+
+        @hookimpl
+        def hitbench_register_weights():
+            return [WeightInfo("my-net", used_by="my-metric", path=torch_checkpoints() / "my-net-v1.pt",
+                               url="https://example.org/my-net-v1.pt", sha256="<64 hex digits>")]
+
+    Called each time the registry is read (paths follow the environment, e.g. ``TORCH_HOME``), so
+    keep it cheap. A component finds its file with ``hitvideo_bench.weights.find(name)``, which raises
+    :class:`~hitvideo_bench.errors.WeightsUnavailable` with a ``--download`` / ``--import`` hint when
+    it is missing. A name (or alias) that another plugin declares too is an error naming both plugins.
+    See docs/weights.md.
     """
 
 

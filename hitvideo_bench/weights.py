@@ -1,25 +1,21 @@
-"""Pretrained weights the learned metrics need: where they come from, where the code looks, checksums.
+"""Pretrained weights the metrics need: the registry plugins fill, where the code looks, checksums.
 
-A run never touches the network. :func:`find` returns the path of a weight that is on disk or raises
-:class:`WeightsUnavailable` with a hint (``hitbench weights --download NAME``, or the URL and
-``hitbench weights --import FILE`` for an offline machine). :func:`import_file` takes a file (or, for a
-Hugging Face model, a folder) downloaded elsewhere, identifies it, verifies its checksum where one is
-published and copies it atomically to where :func:`find` looks. :func:`download` is the one thing that
-goes online, and only when a user asks (``hitbench weights --download``): see :mod:`.download`.
-:func:`format_table` is what ``hitbench weights`` prints.
+Every plugin declares its pretrained files through the ``hitbench_register_weights`` hook (a list of
+:class:`WeightInfo`); :func:`registry` gathers them across the loaded plugins, the built-in metrics'
+ones from the built-in plugin like any other. A run never touches the network. :func:`find` returns
+the path of a weight that is on disk or raises :class:`WeightsUnavailable` with a hint
+(``hitbench weights --download NAME``, or the URL and ``hitbench weights --import FILE`` for an
+offline machine). :func:`import_file` takes a file (or, for a Hugging Face model, a folder) downloaded
+elsewhere, identifies it, verifies its checksum where one is published (else the declaration's own
+``check``) and copies it atomically to where :func:`find` looks. :func:`download` is the one thing
+that goes online, and only when a user asks (``hitbench weights --download``): see :mod:`.download`.
+:func:`format_table` is what ``hitbench weights`` prints. See docs/weights.md.
 
-Where the code looks:
-- torchvision backbones (LPIPS) and the StyleGAN-V I3D (FVD): ``<torch hub dir>/checkpoints/<file>``,
-  the standard torch hub cache (``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``), so a file that
-  torchvision downloaded on another run is found too.
-- the LPIPS linear calibration layers ship inside the ``lpips`` pip package (``lpips/weights/v0.1``).
-- CLIP: the Hugging Face hub cache (``$HF_HUB_CACHE``), ``models--openai--clip-vit-base-patch32``;
-  the snapshot named by ``refs/main``, else any complete snapshot.
-
-Checksums: torchvision publishes the first 8 hex digits of the file's sha256 in its file name (what
-``torch.hub`` verifies); StyleGAN-V publishes none for ``i3d_torchscript.pt``; Hugging Face shows a
-per-file sha256 on the hub but it is not pinned here. Where no checksum is published, the sha256 of
-the file actually used is recorded in each metric value's provenance instead.
+Where a declaration may point: the torch hub checkpoint folder (:func:`torch_checkpoints`), the Hugging
+Face hub cache (:func:`hf_hub_cache`, kind ``hf-model``: the repo folder, its snapshot found as
+:func:`hf_snapshot` does), a file inside an installed package (kind ``package``), or a path of the
+plugin's choosing. Where no checksum is published, a metric should record the sha256 of the file it
+used (:func:`sha256_of`) in its provenance.
 """
 
 from __future__ import annotations
@@ -28,33 +24,81 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from .errors import BadInput, WeightsUnavailable
+from .errors import BadInput, WeightsUnavailable, did_you_mean
+from .io import atomic_path, write_text
+
+if TYPE_CHECKING:
+    from .manager import Plugins
 
 IMPORT_HINT = ("then `hitbench weights --import FILE` (or copy it to {path}); `hitbench weights` lists all")
+
+#: what a declaration may be: one file, a Hugging Face model folder, or a file shipped inside a pip package
+KINDS = ("file", "hf-model", "package")
 
 
 @dataclass(frozen=True)
 class WeightInfo:
-    """One pretrained weight: what uses it, where the code looks, where it comes from, its checksum."""
+    """One pretrained weight a plugin declares: what uses it, where the code looks, its source, its checksum.
+
+    ``check`` (optional) raises :class:`BadInput` when a file (for ``hf-model``: a model folder) is not this
+    weight; it runs on import and download, and is how a model folder is recognised by ``--import``.
+    Declarations are validated here: a bad field is a :class:`BadInput` naming the weight, field and allowed
+    values.
+    """
 
     name: str
     used_by: str
     path: Path  # file (or, for kind "hf-model", the repo folder in the HF cache)
     url: str
     sha256: str | None = None  # full published sha256; None where none is published
-    sha256_prefix: str | None = None  # torchvision's published 8-hex-digit prefix
+    sha256_prefix: str | None = None  # a published prefix of the sha256 (torchvision: 8 hex digits in the name)
     checksum_note: str = ""
-    kind: str = "file"  # "file" | "hf-model" | "package"
-    file_name: str = ""
+    kind: str = "file"  # one of KINDS
+    file_name: str = ""  # the name a download of it has (default: the path's name)
     size: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
     files: tuple[str, ...] = ()  # hf-model: the files of the model folder (besides one of WEIGHT_FILES)
+    package: str = ""  # kind "package": the pip package it ships in
+    check: Callable[[Path], None] | None = field(default=None, compare=False, repr=False)
+    plugin: str = ""  # the plugin that declared it (set by registry())
+
+    def __post_init__(self) -> None:
+        def bad(field_name: str, why: str) -> BadInput:
+            return BadInput(f"weight {self.name!r}: {field_name} {getattr(self, field_name)!r}: {why}")
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[\w./@+-]+", self.name):
+            raise bad("name", "needs a non-empty name of letters, digits and . _ - / @ +")
+        if self.kind not in KINDS:
+            raise bad("kind", f"allowed: {', '.join(KINDS)}")
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise bad("path", "needs a path (pathlib.Path or str)")
+        object.__setattr__(self, "path", Path(self.path))
+        for names in ("aliases", "files"):
+            if isinstance(getattr(self, names), str) or not all(isinstance(n, str) for n in getattr(self, names)):
+                raise bad(names, "needs a tuple of strings")
+            object.__setattr__(self, names, tuple(getattr(self, names)))
+        if self.kind != "package" and urlsplit(str(self.url)).scheme not in ("http", "https"):
+            raise bad("url", "needs an http:// or https:// URL (where --download fetches it)")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", str(self.sha256)):
+            raise bad("sha256", "needs the full sha256: 64 lowercase hex digits, or None where none is published")
+        if self.sha256_prefix is not None and not re.fullmatch(r"[0-9a-f]{1,63}", str(self.sha256_prefix)):
+            raise bad("sha256_prefix", "needs 1 to 63 lowercase hex digits")
+        if self.kind == "package" and not self.package:
+            raise bad("package", "kind 'package' needs the pip package the file ships in")
+        if self.check is not None and not callable(self.check):
+            raise bad("check", "needs a function of the path that raises BadInput, or None")
+        if not self.file_name and self.kind != "hf-model":
+            object.__setattr__(self, "file_name", self.path.name)
 
     @property
     def checksum(self) -> str:
@@ -67,7 +111,7 @@ class WeightInfo:
     def hint(self) -> str:
         """How to get this weight onto an offline machine."""
         if self.kind == "package":
-            return f"reinstall the lpips package (`pip install lpips`); expected {self.path}"
+            return f"reinstall the {self.package} package (`pip install {self.package}`); expected {self.path}"
         online = f"run `hitbench weights --download {self.name}` on a connected machine; offline, "
         if self.kind == "hf-model":
             return (online + f"run `huggingface-cli download {self.url.rsplit('.co/', 1)[-1]}` elsewhere "
@@ -95,50 +139,50 @@ def hf_hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _lpips_package_dir() -> Path:
-    import importlib.util
+def _declared_by(impl: Any) -> list[WeightInfo]:
+    """One plugin's declarations, checked and marked with its name (BadInput names the plugin)."""
+    name = impl.plugin_name
+    try:
+        declared = impl.function()
+    except BadInput as exc:
+        raise BadInput(f"plugin {name}: hitbench_register_weights: {exc}") from None
+    if declared is None:
+        return []
+    if not isinstance(declared, (list, tuple)) or not all(isinstance(e, WeightInfo) for e in declared):
+        raise BadInput(f"plugin {name}: hitbench_register_weights returned {declared!r}; expected a list of "
+                       f"hitvideo_bench.weights.WeightInfo")
+    return [dataclasses.replace(e, plugin=name) for e in declared]
 
-    spec = importlib.util.find_spec("lpips")
-    base = Path(spec.origin).parent if spec and spec.origin else Path("lpips")
-    return base / "weights" / "v0.1"
 
+def registry(plugins: Plugins | None = None) -> dict[str, WeightInfo]:
+    """Every weight the loaded plugins declare, keyed by name (paths resolved from the current env).
 
-CLIP_REPO = "openai/clip-vit-base-patch32"
-CLIP_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "vocab.json", "merges.txt")
+    A name (or alias) declared twice is a :class:`BadInput` naming both plugins; a plugin whose hook
+    fails otherwise is left out with a warning, as a plugin that fails to load is.
+    """
+    from .manager import get_plugins
 
-
-def registry() -> dict[str, WeightInfo]:
-    """Every weight the built-in metrics can use, keyed by name (paths resolved from the current env)."""
-    ckpt = torch_checkpoints()
-    lp = _lpips_package_dir()
-    infos = [
-        WeightInfo("alexnet", "lpips (net: alex)", ckpt / "alexnet-owt-7be5be79.pth",
-                   "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79",
-                   checksum_note="torchvision AlexNet_Weights.IMAGENET1K_V1; prefix from the file name",
-                   file_name="alexnet-owt-7be5be79.pth", size="233 MB"),
-        WeightInfo("vgg16", "lpips (net: vgg)", ckpt / "vgg16-397923af.pth",
-                   "https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af",
-                   checksum_note="torchvision VGG16_Weights.IMAGENET1K_V1; prefix from the file name",
-                   file_name="vgg16-397923af.pth", size="528 MB"),
-        WeightInfo("lpips-lin-alex", "lpips (net: alex)", lp / "alex.pth",
-                   "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
-                   checksum_note="ships in the lpips pip package", kind="package", file_name="alex.pth",
-                   size="6 KB"),
-        WeightInfo("lpips-lin-vgg", "lpips (net: vgg)", lp / "vgg.pth",
-                   "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
-                   checksum_note="ships in the lpips pip package", kind="package", file_name="vgg.pth", size="7 KB"),
-        WeightInfo("i3d", "fvd", ckpt / "i3d_torchscript.pt",
-                   "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
-                   checksum_note="StyleGAN-V publishes no checksum; the sha256 used is recorded with each FVD",
-                   file_name="i3d_torchscript.pt", size="~50 MB"),
-        WeightInfo("clip-vit-b32", "clipsim", hf_hub_cache() / "models--openai--clip-vit-base-patch32",
-                   f"https://huggingface.co/{CLIP_REPO}",
-                   checksum_note="per-file sha256 shown on the hub, not pinned; the weight file's sha256 is "
-                                 "recorded with each CLIPSIM", kind="hf-model", file_name=CLIP_REPO, size="605 MB",
-                   aliases=(CLIP_REPO,), files=CLIP_FILES),
-    ]
-    return {info.name: info for info in infos}
+    plugins = plugins if plugins is not None else get_plugins()
+    reg: dict[str, WeightInfo] = {}
+    taken: dict[str, WeightInfo] = {}  # names and aliases
+    for impl in plugins.pm.hook.hitbench_register_weights.get_hookimpls():
+        try:
+            declared = _declared_by(impl)
+        except BadInput:
+            raise
+        except Exception as exc:  # a broken plugin must not take the others' weights down
+            warnings.warn(f"hitbench plugin {impl.plugin_name!r}: hitbench_register_weights failed: "
+                          f"{type(exc).__name__}: {exc}", stacklevel=2)
+            continue
+        for entry in declared:
+            for key in (entry.name, *entry.aliases):
+                if key in taken:
+                    raise BadInput(f"weight {key!r} is declared twice: by plugin {taken[key].plugin} "
+                                   f"(weight {taken[key].name!r}) and by plugin {entry.plugin} (weight "
+                                   f"{entry.name!r}); disable one with -p no:NAME")
+                taken[key] = entry
+            reg[entry.name] = entry
+    return reg
 
 
 def info(name: str) -> WeightInfo:
@@ -147,8 +191,6 @@ def info(name: str) -> WeightInfo:
     for entry in reg.values():
         if name == entry.name or name in entry.aliases:
             return entry
-    from .errors import did_you_mean
-
     raise BadInput(f"unknown weight {name!r}.{did_you_mean(name, reg)}")
 
 
@@ -233,17 +275,22 @@ def weight_file_of(path: Path) -> Path:
 
 
 def format_table() -> str:
-    """The ``hitbench weights`` listing: one block per weight with status, path, source and checksum."""
+    """The ``hitbench weights`` listing: one block per weight with status, path, source, checksum and plugin."""
+    from .manager import get_plugins
+
+    dists = get_plugins().info
     lines = ["Pretrained weights (never downloaded at run time; missing ones make their metric `unavailable`):", ""]
     for entry in registry().values():
         try:
             where, status = find(entry.name), "present"
         except WeightsUnavailable:
             where, status = entry.path, "MISSING"
+        dist = " ".join(dists.get(entry.plugin, ("?", "?")))
         lines += [f"{entry.name:<15} {status:<8} used by {entry.used_by} ({entry.size})",
                   f"    path:     {where}",
                   f"    source:   {entry.url}",
-                  f"    checksum: {entry.checksum}" + (f" ({entry.checksum_note})" if entry.checksum_note else "")]
+                  f"    checksum: {entry.checksum}" + (f" ({entry.checksum_note})" if entry.checksum_note else ""),
+                  f"    declared: by plugin {entry.plugin} ({dist})"]
     lines += ["", "Download the missing ones (connected machine): hitbench weights --download [NAME ...]",
               "Import a file downloaded elsewhere: hitbench weights --import FILE"]
     return "\n".join(lines)
@@ -252,33 +299,61 @@ def format_table() -> str:
 # ------------------------------------------------------------------------------------------- importing
 
 
-def _identify(path: Path) -> WeightInfo:
-    """Which registered weight a file (by name) or model folder (by its config) is."""
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
-            raise BadInput(f"{path}: a folder to import must be a Hugging Face model folder with config.json")
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` of a Hugging Face model folder; :class:`BadInput` naming the file when absent or bad."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        raise BadInput(f"{folder}: a folder to import must be a Hugging Face model folder with config.json")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{config}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"{config}: not a JSON object (a Hugging Face config is one)")
+    return data
+
+
+def _named(entries: list[WeightInfo]) -> str:
+    return ", ".join(f"{e.name} (plugin {e.plugin})" for e in entries)
+
+
+def _identify_folder(path: Path, reg: dict[str, WeightInfo]) -> WeightInfo:
+    """The declared ``hf-model`` whose ``check`` accepts the folder."""
+    read_hf_config(path)
+    problems = []
+    for entry in (e for e in reg.values() if e.kind == "hf-model"):
+        if entry.check is None:
+            problems.append(f"{entry.name} declares no check to recognise its folder by")
+            continue
         try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{config}: not valid JSON ({exc})") from exc
-        vision = data.get("vision_config") or {}
-        if (data.get("model_type") == "clip" and vision.get("patch_size", 32) == 32
-                and vision.get("hidden_size", 768) == 768):
-            return info("clip-vit-b32")
-        raise BadInput(f"{config}: not a CLIP ViT-B/32 config (model_type {data.get('model_type')!r}, "
-                       f"vision patch_size {vision.get('patch_size')!r}, hidden_size {vision.get('hidden_size')!r})")
-    by_name = {e.file_name: e for e in registry().values() if e.kind == "file"}
-    entry = by_name.get(path.name)
-    if entry is None:
-        # a renamed download: recognise it by the published checksum prefix
-        digest = sha256_of(path)
-        for candidate in by_name.values():
-            if candidate.sha256 == digest or (candidate.sha256_prefix and digest.startswith(candidate.sha256_prefix)):
-                return candidate
-        raise BadInput(f"{path}: unknown weight file name {path.name!r} (sha256 {digest} matches no published "
-                       f"checksum); expected one of: {', '.join(sorted(by_name))}, or a CLIP model folder")
-    return entry
+            entry.check(path)
+            return entry
+        except BadInput as exc:
+            problems.append(str(exc))
+    raise BadInput(f"{path}: matches no declared model folder: " + ("; ".join(problems) or "none is declared"))
+
+
+def _identify(path: Path) -> WeightInfo:
+    """Which declared weight a file (by name, else by published checksum) or model folder (by its check) is."""
+    reg = registry()
+    if path.is_dir():
+        return _identify_folder(path, reg)
+    files = [e for e in reg.values() if e.kind in ("file", "package")]
+    named = [e for e in files if e.file_name == path.name]
+    if len(named) == 1:
+        return named[0]
+    # a renamed download, or a name two plugins use: recognise it by the published checksum
+    digest = sha256_of(path)
+    matching = [e for e in (named or files) if (e.sha256 or e.sha256_prefix) and not checksum_problem(digest, e)]
+    if len(matching) == 1:
+        return matching[0]
+    if named or matching:
+        raise BadInput(f"{path}: cannot tell which weight this is: {_named(matching or named)} all match its name "
+                       f"{path.name!r} or sha256 {digest}; copy it to the path `hitbench weights` shows instead")
+    models = [e.name for e in reg.values() if e.kind == "hf-model"]
+    raise BadInput(f"{path}: unknown weight file name {path.name!r} (sha256 {digest} matches no published "
+                   f"checksum); expected one of: {', '.join(sorted(e.file_name for e in files))}"
+                   + (f", or a model folder ({', '.join(models)})" if models else ""))
 
 
 def checksum_problem(digest: str, entry: WeightInfo) -> str | None:
@@ -301,24 +376,14 @@ def _verify(path: Path, entry: WeightInfo) -> str:
 
 
 def check_loadable(path: Path, entry: WeightInfo) -> None:
-    """For weights without a published checksum: at least check the file is what it claims to be."""
-    import zipfile
-
-    if entry.name == "i3d" and not zipfile.is_zipfile(path):
-        raise BadInput(f"{path}: not a TorchScript archive (i3d_torchscript.pt is a zip file); "
-                       f"download it again from {entry.url}")
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
+    """The declaration's own ``check`` that a file (or model folder) is what it claims to be: the only test
+    of a weight without a published checksum."""
+    if entry.check is None:
+        return
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        entry.check(path)
+    except BadInput as exc:
+        raise BadInput(f"{exc}; download it again from {entry.url}" if entry.kind == "file" else str(exc)) from None
 
 
 def import_hf_folder(source: Path, entry: WeightInfo) -> Path:
@@ -341,16 +406,12 @@ def import_hf_folder(source: Path, entry: WeightInfo) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     ref = entry.path / "refs" / "main"
     if not (ref.is_file() and _complete_hf_snapshot(snapshots / ref.read_text().strip())):
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_ref = tempfile.mkstemp(dir=ref.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(revision)
-        os.replace(tmp_ref, ref)
+        write_text(ref, revision)
     return target
 
 
 def import_file(path: str | Path) -> WeightInfo:
-    """Identify a downloaded weight file (or CLIP folder), verify it, and put it where :func:`find` looks.
+    """Identify a downloaded weight file (or model folder), verify it, and put it where :func:`find` looks.
 
     Returns the registry entry with ``path`` set to where it now lives. A wrong checksum raises
     :class:`BadInput` naming the file, the expected and the actual hash; nothing is copied then.
@@ -360,14 +421,15 @@ def import_file(path: str | Path) -> WeightInfo:
         raise BadInput(f"{source}: no such file or folder")
     entry = _identify(source)
     if entry.kind == "package":
-        raise BadInput(f"{source}: {entry.name} ships with the lpips package; {entry.hint()}")
+        raise BadInput(f"{source}: {entry.name} ships with the {entry.package} package; {entry.hint()}")
     if entry.kind == "hf-model":
         target = import_hf_folder(source, entry)
         return dataclasses.replace(entry, path=target)
     _verify(source, entry)
     check_loadable(source, entry)
     if not (entry.path.exists() and entry.path.resolve() == source.resolve()):
-        _atomic_copy(source, entry.path)
+        with atomic_path(entry.path) as tmp:
+            shutil.copyfile(source, tmp)
     return entry
 
 
@@ -380,7 +442,8 @@ def download(names: list[str] | None = None, progress: bool = True) -> Iterator[
     entries = [info(n) for n in names] if names else [e for e in registry().values() if e.kind != "package"]
     for entry in entries:
         if entry.kind == "package":
-            raise BadInput(f"{entry.name}: ships with the lpips package, nothing to download; {entry.hint()}")
+            raise BadInput(f"{entry.name}: ships with the {entry.package} package, nothing to download; "
+                           f"{entry.hint()}")
     for entry in entries:
         if is_present(entry.name):
             yield entry, f"present: {find(entry.name)}"
@@ -388,5 +451,5 @@ def download(names: list[str] | None = None, progress: bool = True) -> Iterator[
             yield entry, f"downloaded: {fetch_weight(entry, progress=progress)}"
 
 
-__all__ = ["WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file", "download",
-           "sha256_of", "weight_file_of", "hf_snapshot", "torch_checkpoints", "hf_hub_cache"]
+__all__ = ["KINDS", "WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file", "download",
+           "sha256_of", "weight_file_of", "hf_snapshot", "read_hf_config", "torch_checkpoints", "hf_hub_cache"]

@@ -7,70 +7,18 @@ import dataclasses
 import io
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import zipfile
 
 import pytest
+from fixture_http_server import FixtureServer, local_network_only
 
+from hitbench_builtin.weights import CLIP_FILES
 from hitvideo_bench import weights
 from hitvideo_bench.cli import main
 from hitvideo_bench.download import DownloadFailed
 from hitvideo_bench.errors import WeightsUnavailable
 
 CLIP_PATH = "/openai/clip-vit-base-patch32"
-
-
-class FixtureServer:
-    """A local HTTP server: ``files`` (path -> bytes), optional one-time breaks (path -> bytes sent before the
-    connection drops), Range support that can be switched off; every request is logged."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.breaks: dict[str, int] = {}
-        self.ranges = True
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 10  # a stuck client cannot hold a handler thread for longer
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = "/" + self.path.split("://", 1)[-1].split("/", 1)[-1] if "://" in self.path else self.path
-                server.requests.append((path, self.headers.get("Range")))
-                body = server.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and server.ranges:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                cut = server.breaks.pop(path, None)
-                self.wfile.write(body[start:] if cut is None else body[start:start + cut])
-                self.wfile.flush()
-                self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def _torchscript_bytes() -> bytes:
@@ -88,22 +36,12 @@ def server(tmp_path, monkeypatch):
     the registry pointed at it, no proxies, and no connection to anything but 127.0.0.1."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "no_proxy",
-                "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    real_connect = socket.create_connection
-
-    def local_only(address, *args, **kwargs):
-        if address[0] not in ("127.0.0.1", "localhost"):
-            raise AssertionError(f"test tried to reach {address[0]}")
-        return real_connect(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", local_only)
+    local_network_only(monkeypatch)
     srv = FixtureServer()
     alexnet = b"fixture alexnet weights " * 1000
     srv.files = {"/i3d_torchscript.pt": _torchscript_bytes(), "/alexnet-owt-7be5be79.pth": alexnet,
                  **{f"{CLIP_PATH}/resolve/main/{name}": json.dumps({"file": name}).encode()
-                    for name in weights.CLIP_FILES},
+                    for name in CLIP_FILES},
                  f"{CLIP_PATH}/resolve/main/config.json": json.dumps(
                      {"model_type": "clip", "vision_config": {"patch_size": 32, "hidden_size": 768}}).encode(),
                  f"{CLIP_PATH}/resolve/main/pytorch_model.bin": b"fixture clip weights"}

@@ -2,6 +2,8 @@
 
 from hitvideo_bench import hookimpl
 
+from .weights import builtin_weights
+
 _P = "hitbench_builtin"
 
 BUILTINS = [
@@ -56,3 +58,9 @@ def hitbench_register_components(catalog):
     """Register every built-in component by lazy ``module:Class`` target."""
     for kind, name, target, description in BUILTINS:
         catalog.add(kind, name, target, description=description, version=VERSIONS.get((kind, name), "1"))
+
+
+@hookimpl
+def hitbench_register_weights():
+    """Declare the pretrained files of the built-in metrics (LPIPS backbones, I3D, CLIP): see ``.weights``."""
+    return builtin_weights()

@@ -20,12 +20,14 @@ from hitvideo_bench import weights
 from hitvideo_bench.components import BenchMetric, ComponentConfig
 from hitvideo_bench.errors import WeightsUnavailable
 
+from ..weights import CLIP_REPO
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class CLIPSimConfig(ComponentConfig):
-    model: str = Field(weights.CLIP_REPO, description="Hugging Face model id of a CLIP model in the HF cache")
+    model: str = Field(CLIP_REPO, description="Hugging Face model id of a CLIP model in the HF cache")
     batch_frames: int = Field(64, ge=1, description="frames embedded per forward pass")
 
 
@@ -49,7 +51,7 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_ST
 
 def _find_model(name: str):
     """The snapshot folder of a CLIP model in the HF cache (registered or any other repo id)."""
-    if name == weights.CLIP_REPO:
+    if name == CLIP_REPO:
         return weights.find("clip-vit-b32")
     folder = weights.hf_hub_cache() / ("models--" + name.replace("/", "--"))
     snapshot = weights.hf_snapshot(folder)

@@ -6,9 +6,10 @@ catalog never imports a model.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,18 @@ class Catalog:
     def __init__(self) -> None:
         self._specs: dict[str, dict[str, ComponentSpec]] = {k: {} for k in KINDS}
         self._current_plugin: tuple[str, str, str] = ("?", "?", "?")
+
+    @contextlib.contextmanager
+    def registering(self, plugin: str, distribution: str = "?", version: str = "?") -> Iterator[Catalog]:
+        """Within the block, :meth:`add` records components as provided by ``plugin`` of ``distribution``
+        ``version`` (the plugin manager wraps each plugin's registration hook in it; the provider is part of
+        each run's identity)."""
+        before = self._current_plugin
+        self._current_plugin = (plugin, distribution, version)
+        try:
+            yield self
+        finally:
+            self._current_plugin = before
 
     def add(self, kind: str, name: str, target: Any, *, description: str = "", version: str = "1") -> None:
         """Register ``name`` of ``kind``. A duplicate name of the same kind is an error naming both plugins."""

@@ -1,7 +1,7 @@
 """The ``hitbench`` command.
 
-Exit codes: 0 ok, 1 a run failed, 2 bad input (recipe, arguments, data). Errors print one line
-per problem, ``file:line: path.to.field: message``, without a traceback unless
+Exit codes: 0 ok, 1 a run failed (the others still ran and are reported), 2 bad input (recipe, arguments,
+data). Errors print one line per problem, ``file:line: path.to.field: message``, without a traceback unless
 ``HITBENCH_FULL_ERROR=1``.
 """
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from .recipe import load_recipe
-    from .runner import RunOptions, recipe_runs, run_recipe
+    from .runner import RunOptions, RunsFailed, recipe_runs, run_recipe
     from .training import is_main_process
 
     resolved = load_recipe(args.recipe, args.sets)
@@ -93,21 +93,32 @@ def cmd_run(args) -> int:
         return launch_torchrun(args.nproc, args.argv)
     # a --jobs worker writes its progress bars into its log, where the parent reads them
     progress = not args.quiet and (sys.stderr.isatty() or args.only is not None)
-    result = run_recipe(resolved, RunOptions(out=args.out, resume=args.resume, device=args.device,
-                                             progress=progress, use_cache=args.use_cache, jobs=args.jobs,
-                                             only=args.only, worker_command=worker_command(args)))
+    options = RunOptions(out=args.out, resume=args.resume, device=args.device, progress=progress,
+                         use_cache=args.use_cache, jobs=args.jobs, only=args.only, worker_command=worker_command(args))
+    try:
+        result = run_recipe(resolved, options)
+    except RunsFailed as exc:  # the runs that finished have their report: show it, then fail naming the others
+        print_result(exc.result)
+        raise
     if not is_main_process():
         return 0
     if args.only is not None:
         print(f"finished run {args.only}: {result.out_dir / 'runs' / args.only}")
         return 0
-    print((result.out_dir / "table.md").read_text(encoding="utf-8"))
-    if (result.out_dir / "claims.md").exists():
-        print((result.out_dir / "claims.md").read_text(encoding="utf-8"))
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    """The table and claims of a recipe's runs, the runs reused and failed, and where the results are."""
+    for shown in (result.out_dir / "table.md", result.out_dir / "claims.md"):
+        if shown in result.files:
+            print(shown.read_text(encoding="utf-8"))
     if result.reused:
         print(f"reused finished runs: {', '.join(result.reused)}")
+    if result.failed:
+        print(f"failed runs: {', '.join(result.failed)} (manifest.json lists their errors and logs)")
     print(f"results: {result.out_dir}")
-    return 0
 
 
 def worker_command(args) -> list[str]:

@@ -14,7 +14,8 @@ two runs the same day (tokenizers 684 and 591 s side by side, generators 100 and
 ran their temporal convs on PyTorch's slow one-thread kernels; computed as 2D convs, the demo's tokenizers train
 2400 steps side by side in 714 and 627 s (13 min 58 s in all; benchmarks/RESULTS.md has the table).
 
-A worker that fails does not stop the others; the command then fails naming each failed run and its log.
+A worker that fails does not stop the others; the parent then reports the runs that finished and fails naming
+each failed run, its error and its log.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from .errors import RunFailed
 
 #: lines of a failed worker's log repeated in the error
 LOG_TAIL = 15
@@ -50,10 +49,12 @@ def log_path(log_dir: Path, run: str) -> Path:
     return Path(log_dir) / (run.replace("/", "-") + ".log")
 
 
-def _tail(path: Path, lines: int = LOG_TAIL) -> str:
-    """The last non-empty lines of a log (progress bars' carriage returns read as line ends)."""
+def _log_lines(path: Path) -> list[str]:
+    """The non-empty lines of a log (progress bars' carriage returns read as line ends); none when it is absent."""
+    if not path.exists():
+        return []
     text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+    return [line for line in text.splitlines() if line.strip()]
 
 
 _BAR = re.compile(r"([A-Za-z][\w -]*?):\s*\d+%\|[^|]*\|\s*(\d+/\d+)")
@@ -71,13 +72,26 @@ def progress_of(log: Path) -> str:
     return f"{bars[-1][0].strip()} {bars[-1][1]}" if bars else ""
 
 
+def worker_error(log: Path, code: int) -> str:
+    """What went wrong in a failed worker: the ``hitbench: error:`` message its log ends with, else (a crash)
+    the log's last lines."""
+    lines = _log_lines(log)
+    starts = [i for i, line in enumerate(lines) if line.startswith("hitbench: error:")]
+    if starts:
+        first = lines[starts[-1]].removeprefix("hitbench: error:").strip()
+        return f"worker exit {code}: " + "\n".join(([first] if first else []) + lines[starts[-1] + 1:])
+    if not lines:
+        return f"worker exit {code}; its log is empty"
+    return f"worker exit {code}; last lines of its log:\n" + "\n".join(lines[-LOG_TAIL:])
+
+
 def run_workers(runs: Sequence[str], command: Sequence[str], jobs: int, log_dir: Path,
-                poll_s: float = 0.2, status_every: float | None = None) -> None:
-    """Run ``command + ["--only", run]`` for every run, at most ``jobs`` at once; raise :class:`RunFailed`
-    naming the runs whose worker failed (after the others finished). Every ``status_every`` seconds (default:
-    2 on a terminal, redrawn in place; 60 otherwise) a line says where each running worker is."""
+                poll_s: float = 0.2, status_every: float | None = None) -> dict[str, str]:
+    """Run ``command + ["--only", run]`` for every run, at most ``jobs`` at once; return the runs whose worker
+    failed, each with its :func:`worker_error` (a failure does not stop the others). Every ``status_every``
+    seconds (default: 2 on a terminal, redrawn in place; 60 otherwise) a line says where each running worker is."""
     if not runs:
-        return
+        return {}
     tty = sys.stderr.isatty()
     status_every = status_every if status_every is not None else (2.0 if tty else 60.0)
     last_status = time.perf_counter()
@@ -86,7 +100,7 @@ def run_workers(runs: Sequence[str], command: Sequence[str], jobs: int, log_dir:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     queue = list(runs)
     running: dict[subprocess.Popen, tuple[str, float]] = {}
-    failed: list[tuple[str, int]] = []
+    failed: dict[str, str] = {}
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -114,7 +128,7 @@ def run_workers(runs: Sequence[str], command: Sequence[str], jobs: int, log_dir:
                 if proc.returncode == 0:
                     print(f"hitbench: {run}: finished in {took:.0f} s", file=sys.stderr, flush=True)
                 else:
-                    failed.append((run, proc.returncode))
+                    failed[run] = worker_error(log_path(log_dir, run), proc.returncode)
                     print(f"hitbench: {run}: failed (exit {proc.returncode}) after {took:.0f} s", file=sys.stderr,
                           flush=True)
     finally:  # interrupted: stop the workers; their runs resume on the next call
@@ -122,7 +136,4 @@ def run_workers(runs: Sequence[str], command: Sequence[str], jobs: int, log_dir:
             proc.terminate()
         for proc in running:
             proc.wait()
-    if failed:
-        raise RunFailed("\n".join(
-            f"run {run} failed (worker exit {code}); log {log_path(log_dir, run)}, last lines:\n"
-            + _tail(log_path(log_dir, run)) for run, code in failed))
+    return failed

@@ -3,7 +3,8 @@
 Built-in components register through the same entry-point group a third-party plugin uses.
 ``-p MODULE`` loads one more plugin module by import name; ``-p no:NAME`` blocks a plugin (entry
 point name or module name). A plugin that fails to import or register is reported by name with
-its error, and the others still load.
+its error, and the others still load. A ``@hookimpl`` whose name is no hook (a typo such as
+``hitbench_register_component``) is such a failure; for a ``-p`` module it is bad input.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import pluggy
 
 from . import hookspecs
 from .catalog import Catalog
-from .errors import BadInput
+from .errors import BadInput, did_you_mean
 
 ENTRY_POINT_GROUP = "hitbench"
+#: the hooks a plugin may implement
+HOOKS = sorted(name for name in vars(hookspecs) if name.startswith("hitbench_"))
 
 
 @dataclass
@@ -84,21 +87,37 @@ def load_plugins(plugin_args: Sequence[str] = (), *, entry_points: bool = True) 
         except Exception as exc:  # a broken plugin must not take the others down
             plugins.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
             continue
+        unknown = _unknown_hooks(pm, module)
+        if unknown:
+            pm.unregister(module)
+            error = "; ".join(f"@hookimpl {hook!r} is not a hitbench hook." + did_you_mean(hook, HOOKS)
+                              for hook in unknown)
+            if dist == "-p":
+                raise BadInput(f"-p {module_name}: {error}")
+            plugins.failures.append(PluginFailure(name, error))
+            continue
         plugins.info[name] = (dist, version)
 
+    pm.check_pending()  # every hook implementation left has a spec (the others were rejected above)
     for impl in pm.hook.hitbench_register_components.get_hookimpls():
         name = impl.plugin_name
-        plugins.catalog._current_plugin = (name, *plugins.info.get(name, ("?", "?")))
         try:
-            impl.function(catalog=plugins.catalog)
+            with plugins.catalog.registering(name, *plugins.info.get(name, ("?", "?"))):
+                impl.function(catalog=plugins.catalog)
         except BadInput:
             raise
         except Exception as exc:
             plugins.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
-    plugins.catalog._current_plugin = ("?", "?", "?")
     for failure in plugins.failures:
         warnings.warn(f"hitbench plugin {failure.name!r} failed to load: {failure.error}", stacklevel=2)
     return plugins
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Names of ``plugin``'s hook implementations that match no hook spec (pluggy registers them silently)."""
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or []
+                  if not caller.has_spec() and any(impl.plugin is plugin and not impl.optionalhook
+                                                   for impl in caller.get_hookimpls()))
 
 
 _DEFAULT: Plugins | None = None

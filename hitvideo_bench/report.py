@@ -10,6 +10,7 @@ from the reproducible ``metrics.csv``) or where a reference row was copied from 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,13 @@ import pandas as pd
 
 from .claims import load_per_clip, write_claims
 from .errors import BadInput
-from .io import atomic_path, write_text
+from .io import atomic_path, read_json, write_text
 
 if TYPE_CHECKING:
     import torch
 
     from .recipe import ResolvedRecipe
-    from .recipe.schema import PlotSpec, TableSpec
+    from .recipe.schema import PlotSpec, ReferenceRow, TableSpec
 
 COLUMNS = ["recipe", "variant", "seed", "metric", "value", "higher_is_better", "step", "text", "provenance",
            "source"]
@@ -141,8 +142,8 @@ def _sort_key(cell: str) -> float:
 
 
 def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], out_dir: Path,
-                 title: str) -> list[Path]:
-    """table.md / table.csv / table.html, each written atomically."""
+                 title: str, notes: Sequence[str] = ()) -> list[Path]:
+    """table.md / table.csv / table.html, each written atomically; ``notes`` go below the markdown table."""
     wide = build_table(df, table, variant_order)
     heading = table.title or title
     # markdown keeps cells short: a column no variant could measure goes into one note below the table,
@@ -151,8 +152,8 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     labels = {h: f"unavailable ({chr(ord('a') + i)})" for i, h in enumerate(hints)}
     dropped = [c for c in wide.columns[1:] if wide[c].map(lambda v: str(v).startswith("unavailable")).all()]
     short = wide.drop(columns=dropped).replace(labels)
-    notes = _footnotes(df, labels, [(c, labels[wide[c].iloc[0]]) for c in dropped])
-    md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{notes}"
+    footnotes = _footnotes(df, labels, [(c, labels[wide[c].iloc[0]]) for c in dropped], notes)
+    md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{footnotes}"
     files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
     write_text(files[0], md)
     write_text(files[1], wide.to_csv(index=False))
@@ -160,8 +161,10 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     return files
 
 
-def _footnotes(df: pd.DataFrame, labels: dict[str, str], dropped: list[tuple[str, str]]) -> str:
-    """The notes below a markdown table; ``dropped``: (column, its unavailable label) left out of the table."""
+def _footnotes(df: pd.DataFrame, labels: dict[str, str], dropped: list[tuple[str, str]],
+               extra: Sequence[str] = ()) -> str:
+    """The notes below a markdown table; ``dropped``: (column, its unavailable label) left out of the table;
+    ``extra``: the run's own notes (component versions, failed runs)."""
     notes = ["↑ higher is better, ↓ lower is better; mean ± std over seeds where several."]
     if (~df["source"].isin(["measured", "timing"])).any():
         notes.append("Rows whose source is not 'measured' are copied from the publication named, not measured here.")
@@ -170,6 +173,7 @@ def _footnotes(df: pd.DataFrame, labels: dict[str, str], dropped: list[tuple[str
                      "columns): " + ", ".join(f"{col.removesuffix(' ↑').removesuffix(' ↓')} {label.removeprefix('unavailable ')}"
                                for col, label in dropped))
     notes += [f"{label}: {hint.removeprefix('unavailable: ')}" for hint, label in labels.items()]
+    notes += extra
     return "\n".join(f"- {n}" for n in notes) + "\n"
 
 
@@ -325,12 +329,44 @@ def _member_label(variant: str, group: str) -> str:
     return label or "base"
 
 
-def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path, per_clip: pd.DataFrame | None = None
-                 ) -> list[Path]:
-    """Tidy metrics.csv, the tables, the claims and the plots of a recipe run."""
+def reference_rows(recipe: str, references: Sequence[ReferenceRow]) -> pd.DataFrame:
+    """Tidy rows of the values a recipe copies from publications (never measured here)."""
+    rows = []
+    for ref in references:
+        for metric, value in ref.values.items():
+            numeric = isinstance(value, (int, float))
+            rows.append({"recipe": recipe, "variant": ref.variant, "seed": None, "metric": metric,
+                         "value": float(value) if numeric else float("nan"), "higher_is_better": None,
+                         "step": None, "text": "" if numeric else str(value), "provenance": ref.note,
+                         "source": ref.source})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed: Mapping[str, Mapping[str, Any]]
+              ) -> list[str]:
+    """Notes below a table: the version of every component the runs used (by providing plugin), and the runs
+    that failed (``failed``: run -> {error, log}, as in ``manifest.json``'s ``failed_runs``)."""
+    by_plugin: dict[str, set[str]] = {}
+    for identity in components.values():
+        for part in identity.values():
+            by_plugin.setdefault(f"{part['plugin']} {part['plugin_version']}", set()).add(
+                f"{part['name']} {part['version']}")
+    notes = []
+    if by_plugin:
+        notes.append("Component versions: " + "; ".join(f"{plugin}: {', '.join(sorted(names))}"
+                                                        for plugin, names in sorted(by_plugin.items())))
+    if failed:
+        notes.append("Failed runs, not in this table (re-run the recipe to retry them): " + "; ".join(
+            f"{run} ({str(info.get('error') or 'failed').splitlines()[0]})" for run, info in failed.items()))
+    return notes
+
+
+def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path, per_clip: pd.DataFrame | None = None,
+                 notes: Sequence[str] = ()) -> list[Path]:
+    """Tidy metrics.csv, the tables, the claims and the plots of a recipe run; ``notes`` go below the table."""
     recipe = resolved.recipe
     variants = [v.name for v in resolved.variants]
-    files = render(df, recipe.table, recipe.plots, variants, out_dir, recipe.description or resolved.name)
+    files = render(df, recipe.table, recipe.plots, variants, out_dir, recipe.description or resolved.name, notes)
     if per_clip is not None and not per_clip.empty:
         write_text(out_dir / "per_clip.csv", per_clip.to_csv(index=False))
         files.append(out_dir / "per_clip.csv")
@@ -344,9 +380,9 @@ def table_metrics(df: pd.DataFrame, table: TableSpec) -> list[str]:
 
 
 def render(df: pd.DataFrame, table: TableSpec, plots: list[PlotSpec], variant_order: list[str], out_dir: Path,
-           title: str) -> list[Path]:
+           title: str, notes: Sequence[str] = ()) -> list[Path]:
     """Write every output of a results folder from its tidy frame."""
-    files = [*write_results(df, out_dir), *write_tables(df, table, variant_order, out_dir, title)]
+    files = [*write_results(df, out_dir), *write_tables(df, table, variant_order, out_dir, title, notes)]
     for spec in plots:
         path = plot(df, spec, variant_order, out_dir)
         if path is not None:
@@ -355,13 +391,18 @@ def render(df: pd.DataFrame, table: TableSpec, plots: list[PlotSpec], variant_or
 
 
 def rerender(results_dir: str | Path) -> list[Path]:
-    """``hitbench table DIR``: re-render tables and plots from ``metrics.csv`` and ``resolved.yaml``."""
+    """``hitbench table DIR``: re-render tables and plots from ``metrics.csv`` and ``resolved.yaml``, with the
+    notes ``manifest.json`` gives (component versions, failed runs). A folder without ``metrics.csv`` (a run
+    interrupted before its report) is rendered from its finished runs."""
     import yaml
 
-    from .recipe.schema import ClaimSpec, PlotSpec, TableSpec
+    from .recipe.schema import ClaimSpec, PlotSpec, ReferenceRow, TableSpec
 
     results_dir = Path(results_dir)
-    df = load_results(results_dir)
+    finished = sorted((results_dir / "runs").glob("*/seed-*/metrics.csv"))
+    from_runs = not (results_dir / "metrics.csv").exists() and bool(finished)
+    if not from_runs:
+        df = load_results(results_dir)  # no results at all: its error says what a results folder holds
     resolved_path = results_dir / "resolved.yaml"
     if not resolved_path.exists():
         raise BadInput(f"{results_dir}: no resolved.yaml (not a folder written by 'hitbench run')")
@@ -370,12 +411,37 @@ def rerender(results_dir: str | Path) -> list[Path]:
         table = TableSpec.model_validate(data.get("table", {}))
         plots = [PlotSpec.model_validate(p) for p in data.get("plots", [])]
         claims = [ClaimSpec.model_validate(c) for c in data.get("claims", [])]
+        references = [ReferenceRow.model_validate(r) for r in data.get("references", [])]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, ValueError) as exc:
         raise BadInput(f"{resolved_path}: not a resolved recipe written by 'hitbench run' "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    files: list[Path] = []
+    if from_runs:
+        df = pd.concat([load_results(f.parent) for f in finished]
+                       + [reference_rows(data.get("recipe", ""), references)], ignore_index=True)[COLUMNS]
+        per_clip = pd.concat([load_per_clip(f.parent) for f in finished], ignore_index=True)
+        if not per_clip.empty:
+            write_text(results_dir / "per_clip.csv", per_clip.to_csv(index=False))
+            files.append(results_dir / "per_clip.csv")
+    else:
+        per_clip = load_per_clip(results_dir)
     variants = list(data.get("variants", {}))
-    files = render(df, table, plots, variants, results_dir, data.get("description") or data.get("recipe", results_dir.name))
-    return files + write_claims(load_per_clip(results_dir), claims, table_metrics(df, table), variants, results_dir)
+    title = data.get("description") or data.get("recipe", results_dir.name)
+    files += render(df, table, plots, variants, results_dir, title, manifest_notes(results_dir / "manifest.json"))
+    return files + write_claims(per_clip, claims, table_metrics(df, table), variants, results_dir)
+
+
+def manifest_notes(path: Path) -> list[str]:
+    """The :func:`run_notes` of a results folder's ``manifest.json`` (none when it has none)."""
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(manifest, dict):
+        return []
+    runs = manifest.get("runs") or {}
+    components = {run: s["components"] for run, s in runs.items() if isinstance(s, dict) and s.get("components")}
+    return run_notes(components, manifest.get("failed_runs") or {})
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,

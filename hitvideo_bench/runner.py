@@ -1,10 +1,18 @@
 """Execute a resolved recipe: one run per variant x seed, resumable, with provenance.
 
 Layout of ``<out>/<recipe>/<run-id>/``: ``resolved.yaml``, ``runs/<variant>/seed-<n>/`` (that run's
-``metrics.csv``, ``summary.json``, samples), the tidy ``metrics.csv``, tables, plots and
+``identity.json``, ``metrics.csv``, ``summary.json``, samples), the tidy ``metrics.csv``, tables, plots and
 ``manifest.json``. A run is finished once its ``metrics.csv`` exists (written last, atomically); a
 re-run reuses finished runs and restarts unfinished ones from scratch (trained components resume
 from their cached checkpoints).
+
+A run's identity is the resolved recipe (the folder ``<run-id>``) plus the name, version and providing plugin
+(distribution and its version) of every component it uses (:func:`component_identity`, kept in the run's
+``identity.json``): a finished run whose recorded identity differs from the current one is re-run, so bumping a
+component's ``version`` re-runs exactly the runs that use it.
+
+A run that fails does not stop the others: the report covers the runs that finished, ``manifest.json`` lists
+the failed ones under ``failed_runs``, and :class:`RunsFailed` (exit 1) names them.
 
 ``--jobs N`` runs up to N variant x seed runs at once, each in a worker process (``hitbench run ... --only
 VARIANT/seed-S``, see :mod:`hitvideo_bench.jobs`) that writes its run folder as a sequential run does and its
@@ -23,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +42,15 @@ import torch
 import yaml
 
 from . import __version__
+from .catalog import Catalog
 from .claims import PER_CLIP_COLUMNS, load_per_clip
 from .errors import BadInput, HitbenchError, RunFailed
-from .io import write_json, write_text
-from .jobs import run_workers
+from .io import read_json, write_json, write_text
+from .jobs import log_path, run_workers
 from .manager import get_plugins
 from .recipe import ResolvedRecipe, ResolvedVariant
-from .report import COLUMNS, load_results, write_report, write_results
+from .recipe.resolve import COMPONENT_FIELDS
+from .report import COLUMNS, load_results, reference_rows, run_notes, write_report, write_results
 from .stages import (RunContext, compression_rows, curve_eval, curve_rows, generation_rows, obtain_generator,
                      obtain_tokenizer, reconstruction_rows)
 from .training import barrier, init_distributed, is_main_process
@@ -70,6 +81,21 @@ class RecipeResult:
     results: pd.DataFrame
     files: list[Path]
     reused: list[str]
+    #: runs that failed: ``VARIANT/seed-S`` -> {error, log}
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class RunsFailed(RunFailed):
+    """Some runs of a recipe failed; the report of the others was written (``result``)."""
+
+    def __init__(self, result: RecipeResult, total: int):
+        self.result = result
+        done = total - len(result.failed)
+        lines = [f"{len(result.failed)} of {total} runs failed"
+                 + (f"; the runs that finished ({done}) are reported in {result.out_dir}" if result.files else "")]
+        for run, info in result.failed.items():
+            lines.append(f"  {run}: {info['error']}".replace("\n", "\n    ") + f"\n    log: {info['log']}")
+        super().__init__("\n".join(lines))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,7 +131,11 @@ def recipe_runs(resolved: ResolvedRecipe) -> list[tuple[ResolvedVariant, int, st
 
 
 def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
-    """Run every variant x seed of ``resolved``, then write the tables, plots and manifest."""
+    """Run every variant x seed of ``resolved``, then write the tables, plots and manifest of those that finished.
+
+    Raises :class:`RunsFailed` (after the report) when some runs failed; a ``--jobs`` worker (``options.only``)
+    raises its run's own :class:`RunFailed`.
+    """
     device = init_distributed(resolve_device(options.device))
     main = is_main_process()  # under torchrun only rank 0 writes; the others help train
     out_dir = Path(options.out) / resolved.name / resolved.run_id()
@@ -115,19 +145,31 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
             shutil.rmtree(out_dir / "runs")
         write_text(out_dir / "resolved.yaml", yaml.safe_dump(resolved.as_dict(), sort_keys=False))
     barrier()
-    hook = get_plugins().pm.hook
+    plugins = get_plugins()
+    hook = plugins.pm.hook
+    identities = {v.name: component_identity(v, plugins.catalog) for v in resolved.variants}
     started = time.time()
-    runs = recipe_runs(resolved)
+    runs = [r for r in recipe_runs(resolved) if options.only is None or r[2] == options.only]
+    stale = {name: why for variant, _, name in runs
+             if (why := outdated(out_dir / "runs" / name, identities[variant.name])) is not None}
+    if main:
+        for name, why in stale.items():
+            print(f"hitbench: {name}: re-running: {why}", file=sys.stderr, flush=True)
     in_workers: list[str] = []
+    failed: dict[str, dict[str, str]] = {}
     if options.jobs > 1 and options.only is None:
-        in_workers = [name for _, _, name in runs if not (out_dir / "runs" / name / "metrics.csv").exists()]
-        run_workers(in_workers, options.worker_command, options.jobs, out_dir / "logs")
+        in_workers = [name for variant, _, name in runs
+                      if not is_finished(out_dir / "runs" / name, identities[variant.name])]
+        worker_errors = run_workers(in_workers, options.worker_command, options.jobs, out_dir / "logs")
+        failed = {run: {"error": error, "log": str(log_path(out_dir / "logs", run))}
+                  for run, error in worker_errors.items()}
     frames, clip_frames, summaries, reused = [], [], {}, []
     for variant, seed, name in runs:
-        if options.only is not None and name != options.only:
-            continue
         run_dir = out_dir / "runs" / name
-        finished = (run_dir / "metrics.csv").exists()  # every rank sees the same: checked after a barrier
+        identity = identities[variant.name]
+        if name in failed:  # its --jobs worker failed (never under torchrun: --jobs excludes --nproc)
+            continue
+        finished = is_finished(run_dir, identity)  # every rank sees the same: checked after a barrier
         if not main:
             if not finished:
                 execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
@@ -136,18 +178,29 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
             if name not in in_workers:
                 reused.append(name)
         else:
-            if run_dir.exists():  # an interrupted run: restart it cleanly
+            if run_dir.exists():  # an interrupted, failed or outdated run: restart it cleanly
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
+            write_json(run_dir / "identity.json", {"components": identity})
             hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
                                     config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
-            df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
-            write_json(run_dir / "summary.json", summary)
-            write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
-            frames.append(df)
-            hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
-                                       run_dir=run_dir)
+            try:
+                df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
+            except RunFailed as exc:
+                if options.only is not None:  # a --jobs worker fails; its parent reports the others
+                    raise
+                failed[name] = {"error": str(exc), "log": str(run_dir / "error.log")}
+                write_text(run_dir / "error.log", "".join(traceback.format_exception(exc)))
+                print(f"hitbench: {name}: failed: {exc}", file=sys.stderr, flush=True)
+            else:
+                write_json(run_dir / "summary.json", {**summary, "components": identity})
+                write_results(df, run_dir)  # metrics.csv last: its presence marks the run finished
+                frames.append(df)
+                hook.hitbench_run_finished(recipe=resolved.name, variant=variant.name, seed=seed, metrics=df,
+                                           run_dir=run_dir)
         barrier()  # once per run on every rank, reused or not
+        if name in failed:
+            continue
         if main:
             clip_frames.append(load_per_clip(run_dir))
         summary_path = run_dir / "summary.json"
@@ -157,12 +210,77 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
         return RecipeResult(out_dir, pd.concat(frames, ignore_index=True), [], reused)
     if not main:
         return RecipeResult(out_dir, pd.DataFrame(columns=COLUMNS), [], reused)
-    results = pd.concat(frames + [_reference_rows(resolved)], ignore_index=True)[COLUMNS]
-    per_clip = pd.concat(clip_frames, ignore_index=True) if clip_frames else pd.DataFrame(columns=PER_CLIP_COLUMNS)
-    files = write_report(results, resolved, out_dir, per_clip)
-    write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused))
-    hook.hitbench_report_written(results=results, out_dir=out_dir, files=files)
-    return RecipeResult(out_dir, results, files, reused)
+    results = pd.concat(frames + [reference_rows(resolved.name, resolved.recipe.references)],
+                        ignore_index=True)[COLUMNS]
+    files: list[Path] = []
+    if frames:  # a table of the runs that finished, a note naming those that failed
+        per_clip = (pd.concat(clip_frames, ignore_index=True) if clip_frames
+                    else pd.DataFrame(columns=PER_CLIP_COLUMNS))
+        notes = run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed)
+        files = write_report(results, resolved, out_dir, per_clip, notes)
+    write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused, failed))
+    result = RecipeResult(out_dir, results, files, reused, failed)
+    if files:
+        hook.hitbench_report_written(results=results, out_dir=out_dir, files=files)
+    if failed:
+        raise RunsFailed(result, len(runs))
+    return result
+
+
+def component_identity(variant: ResolvedVariant, catalog: Catalog) -> dict[str, dict[str, str]]:
+    """Every component a run of ``variant`` uses, by field (``tokenizer``, ``tokenizer.base``, ``codec``,
+    ``generator``, ``dataset``, ``eval_dataset``, ``metric.NAME``): its name, version and the plugin providing it
+    (distribution, or module for a ``-p`` plugin) with that plugin's version."""
+    spec = variant.spec
+    out: dict[str, dict[str, str]] = {}
+
+    def add(fld: str, kind: str, name: str) -> None:
+        c = catalog.get(kind, name)
+        plugin = c.distribution if c.distribution not in ("?", "-p") else c.plugin
+        out[fld] = {"name": name, "version": c.version, "plugin": plugin, "plugin_version": c.dist_version}
+
+    for fld, kind in COMPONENT_FIELDS.items():
+        ref = getattr(spec, fld)
+        if ref is None:
+            continue
+        add(fld, kind, ref.name)
+        base, where = ref.config.get("base"), fld
+        while kind == "tokenizer" and isinstance(base, dict) and "name" in base:  # a wrapper's base, and its base
+            where += ".base"
+            add(where, "tokenizer", base["name"])
+            base = (base.get("config") or {}).get("base")
+    ev = spec.evaluate
+    for name in dict.fromkeys([*ev.reconstruction, *ev.curve, *(ev.generation.metrics if ev.generation else [])]):
+        add(f"metric.{name}", "metric", name)
+    return out
+
+
+def is_finished(run_dir: Path, identity: dict[str, dict[str, str]]) -> bool:
+    """Whether ``run_dir`` holds a finished run made with the components of ``identity``."""
+    return (run_dir / "metrics.csv").exists() and outdated(run_dir, identity) is None
+
+
+def outdated(run_dir: Path, identity: dict[str, dict[str, str]]) -> str | None:
+    """Why the finished run in ``run_dir`` must be re-run (its components differ from ``identity``), or None
+    (also for a run that has not finished)."""
+    if not (run_dir / "metrics.csv").exists():
+        return None
+    try:
+        recorded = read_json(run_dir / "identity.json")["components"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it records no component versions (identity.json), so they cannot be compared"
+    changes = []
+    for fld in dict.fromkeys([*recorded, *identity]):
+        old, new = recorded.get(fld), identity.get(fld)
+        if old != new:
+            changes.append(f"{fld} {_describe(old)} -> {_describe(new)}")
+    return ("its components changed: " + "; ".join(changes)) if changes else None
+
+
+def _describe(part: dict[str, str] | None) -> str:
+    if not part:
+        return "(none)"
+    return f"{part.get('name')} version {part.get('version')} ({part.get('plugin')} {part.get('plugin_version')})"
 
 
 def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, device: torch.device,
@@ -222,18 +340,6 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     return df[COLUMNS], summary
 
 
-def _reference_rows(resolved: ResolvedRecipe) -> pd.DataFrame:
-    rows = []
-    for ref in resolved.recipe.references:
-        for metric, value in ref.values.items():
-            numeric = isinstance(value, (int, float))
-            rows.append({"recipe": resolved.name, "variant": ref.variant, "seed": None, "metric": metric,
-                         "value": float(value) if numeric else float("nan"), "higher_is_better": None,
-                         "step": None, "text": "" if numeric else str(value), "provenance": ref.note,
-                         "source": ref.source})
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
 def _git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -265,7 +371,7 @@ def peak_memory() -> dict[str, float]:
 
 
 def manifest(resolved: ResolvedRecipe, device: torch.device, started: float, summaries: dict[str, Any],
-             reused: list[str]) -> dict[str, Any]:
+             reused: list[str], failed: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """Everything needed to trust and repeat the results."""
     plugins = get_plugins()
     return {
@@ -283,6 +389,7 @@ def manifest(resolved: ResolvedRecipe, device: torch.device, started: float, sum
         "wall_time_s": round(time.time() - started, 3),
         "peak_memory": peak_memory(),
         "reused_runs": reused,
+        "failed_runs": failed or {},
         "resumed_training": resumed_training(summaries),
         "runs": summaries,
     }

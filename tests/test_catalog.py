@@ -27,23 +27,21 @@ class FixtureCodec(Codec):
         raise AssertionError("fixture codec: made for registrations, never asked to compress")
 
 
-def fixture_catalog() -> Catalog:
-    """Fixture: an empty catalog registering as plugin ``p`` of distribution ``dist`` 1.2."""
-    catalog = Catalog()
-    catalog._current_plugin = ("p", "dist", "1.2")
-    return catalog
+def fixture_catalog():
+    """Fixture: an empty catalog registering as plugin ``p`` of distribution ``dist`` 1.2 (``with ... as catalog``)."""
+    return Catalog().registering("p", "dist", "1.2")
 
 
 def test_a_registration_records_everything_about_its_provider():
     """Kills: add() dropping the description, version, plugin, distribution or its version from the spec."""
-    catalog = fixture_catalog()
-    catalog.add("codec", "c", FixtureCodec, description="a fixture codec", version="3")
-    spec = catalog.get("codec", "c")
-    assert (spec.kind, spec.name, spec.description, spec.version) == ("codec", "c", "a fixture codec", "3")
-    assert (spec.plugin, spec.distribution, spec.dist_version) == ("p", "dist", "1.2")
-    assert catalog.specs("codec") == [spec] and catalog.names("tokenizer") == []
-    catalog.add("codec", "plain", FixtureCodec)
-    assert (catalog.get("codec", "plain").description, catalog.get("codec", "plain").version) == ("", "1")
+    with fixture_catalog() as catalog:
+        catalog.add("codec", "c", FixtureCodec, description="a fixture codec", version="3")
+        spec = catalog.get("codec", "c")
+        assert (spec.kind, spec.name, spec.description, spec.version) == ("codec", "c", "a fixture codec", "3")
+        assert (spec.plugin, spec.distribution, spec.dist_version) == ("p", "dist", "1.2")
+        assert catalog.specs("codec") == [spec] and catalog.names("tokenizer") == []
+        catalog.add("codec", "plain", FixtureCodec)
+        assert (catalog.get("codec", "plain").description, catalog.get("codec", "plain").version) == ("", "1")
 
 
 def test_create_builds_the_preset_asked_for():
@@ -54,49 +52,49 @@ def test_create_builds_the_preset_asked_for():
 
 def test_registration_and_lookup_errors_name_what_is_wrong():
     """Kills: the kind checks of add / get / specs removed, or their messages and suggestions lost."""
-    catalog = fixture_catalog()
-    with pytest.raises(BadInput, match=r"^plugin p: unknown component kind 'codex'. \(did you mean 'codec'\?\) "
-                                       r"Allowed: codec, dataset, generator, metric, tokenizer$"):
-        catalog.add("codex", "c", FixtureCodec)
-    catalog.add("codec", "c", FixtureCodec)
-    catalog._current_plugin = ("q", "other", "0.1")
-    with pytest.raises(BadInput, match=r"^codec 'c' is registered twice: by plugin p \(dist\) and by plugin q "
-                                       r"\(other\). Disable one with -p no:NAME.$"):
+    with fixture_catalog() as catalog:
+        with pytest.raises(BadInput, match=r"^plugin p: unknown component kind 'codex'. \(did you mean 'codec'\?\) "
+                                           r"Allowed: codec, dataset, generator, metric, tokenizer$"):
+            catalog.add("codex", "c", FixtureCodec)
         catalog.add("codec", "c", FixtureCodec)
-    for call in (lambda: catalog.get("codex", "c"), lambda: catalog.specs("codex")):
-        with pytest.raises(BadInput, match=r"^unknown component kind 'codex'. \(did you mean 'codec'\?\)"):
-            call()
-    with pytest.raises(BadInput, match=r"^unknown codec 'd'. Allowed: c$"):
-        catalog.get("codec", "d")
+        with catalog.registering("q", "other", "0.1"), \
+                pytest.raises(BadInput, match=r"^codec 'c' is registered twice: by plugin p \(dist\) and by plugin q "
+                                              r"\(other\). Disable one with -p no:NAME.$"):
+            catalog.add("codec", "c", FixtureCodec)
+        for call in (lambda: catalog.get("codex", "c"), lambda: catalog.specs("codex")):
+            with pytest.raises(BadInput, match=r"^unknown component kind 'codex'. \(did you mean 'codec'\?\)"):
+                call()
+        with pytest.raises(BadInput, match=r"^unknown codec 'd'. Allowed: c$"):
+            catalog.get("codec", "d")
 
 
 def test_specs_filter_by_kind_and_glob_in_name_order():
     """Kills: specs() ignoring its pattern or kind, or listing unsorted."""
-    catalog = fixture_catalog()
-    for name in ("zeta-2", "alpha-1", "alpha-2"):
-        catalog.add("codec", name, FixtureCodec)
-    catalog.add("metric", "alpha-3", "hitbench_fixture_plugin:FixtureMAE")
-    assert [s.name for s in catalog.specs("codec")] == ["alpha-1", "alpha-2", "zeta-2"]
-    assert [s.name for s in catalog.specs("codec", "alpha*")] == ["alpha-1", "alpha-2"]
-    assert [(s.kind, s.name) for s in catalog.specs(pattern="alpha-*")] == \
-        [("codec", "alpha-1"), ("codec", "alpha-2"), ("metric", "alpha-3")]
+    with fixture_catalog() as catalog:
+        for name in ("zeta-2", "alpha-1", "alpha-2"):
+            catalog.add("codec", name, FixtureCodec)
+        catalog.add("metric", "alpha-3", "hitbench_fixture_plugin:FixtureMAE")
+        assert [s.name for s in catalog.specs("codec")] == ["alpha-1", "alpha-2", "zeta-2"]
+        assert [s.name for s in catalog.specs("codec", "alpha*")] == ["alpha-1", "alpha-2"]
+        assert [(s.kind, s.name) for s in catalog.specs(pattern="alpha-*")] == \
+            [("codec", "alpha-1"), ("codec", "alpha-2"), ("metric", "alpha-3")]
 
 
 def test_a_string_target_is_imported_once_and_checked():
     """Kills: load() not following dotted attributes, not caching the class, or accepting a missing target."""
-    catalog = fixture_catalog()
-    catalog.add("codec", "nested", "test_catalog:FixtureCodec.Config")  # a class, but not a codec
-    catalog.add("codec", "missing", "test_catalog:NoSuchThing")
-    catalog.add("codec", "ok", "test_catalog:FixtureCodec")
-    with pytest.raises(BadInput, match=r"codec 'nested' \(plugin p\): .*EmptyConfig.* is not a subclass of "
-                                       r"hitvideo_bench.components.Codec"):
-        catalog.get("codec", "nested").load()
-    with pytest.raises(BadInput, match=r"codec 'missing' \(plugin p\): cannot load 'test_catalog:NoSuchThing': "):
-        catalog.get("codec", "missing").load()
-    spec = catalog.get("codec", "ok")
-    assert spec.load() is FixtureCodec and spec._cls is FixtureCodec and spec.config_cls is EmptyConfig
-    codec = catalog.create("codec", "ok", tokenizer="a dependency")
-    assert codec.dependencies == {"tokenizer": "a dependency"} and codec.config.preset == "tiny"
+    with fixture_catalog() as catalog:
+        catalog.add("codec", "nested", "test_catalog:FixtureCodec.Config")  # a class, but not a codec
+        catalog.add("codec", "missing", "test_catalog:NoSuchThing")
+        catalog.add("codec", "ok", "test_catalog:FixtureCodec")
+        with pytest.raises(BadInput, match=r"codec 'nested' \(plugin p\): .*EmptyConfig.* is not a subclass of "
+                                           r"hitvideo_bench.components.Codec"):
+            catalog.get("codec", "nested").load()
+        with pytest.raises(BadInput, match=r"codec 'missing' \(plugin p\): cannot load 'test_catalog:NoSuchThing': "):
+            catalog.get("codec", "missing").load()
+        spec = catalog.get("codec", "ok")
+        assert spec.load() is FixtureCodec and spec._cls is FixtureCodec and spec.config_cls is EmptyConfig
+        codec = catalog.create("codec", "ok", tokenizer="a dependency")
+        assert codec.dependencies == {"tokenizer": "a dependency"} and codec.config.preset == "tiny"
 
 
 @pytest.mark.parametrize("overrides, field, allowed", [

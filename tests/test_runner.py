@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,8 +181,9 @@ def test_cli_subprocess_bad_input_has_no_traceback(tmp_path):
 
 
 def hitbench(*args, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
-    """``hitbench -p hitbench_fixture_plugin ARGS`` in a fresh process."""
-    env = {"PYTHONPATH": str(ROOT / "tests"), "PATH": "/usr/bin:/bin", "HITBENCH_CACHE": str(cache)}
+    """``hitbench -p hitbench_fixture_plugin ARGS`` in a fresh process, on this checkout's code."""
+    env = {"PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, ROOT / "plugins", ROOT / "tests")),
+           "PATH": "/usr/bin:/bin", "HITBENCH_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=cwd)
 
@@ -212,19 +214,25 @@ def test_jobs_run_each_variant_seed_in_a_worker_with_the_sequential_results(reci
 
 @pytest.mark.slow  # starts hitbench (and torch) in subprocesses
 def test_jobs_a_failing_worker_fails_the_command_naming_its_run_and_log(tmp_path):
-    """Kills: dropping execute_run's RunFailed wrapper (the worker would die with a traceback in its log)."""
+    """Kills: dropping execute_run's RunFailed wrapper (the worker would die with a traceback in its log), or the
+    parent dropping the report of the runs that finished."""
     path = tmp_path / "fails.yaml"
     path.write_text(RECIPE.replace("sweep: {codec.config.levels: [2, 16]}", "sweep: {codec.config.fail: [false, true]}")
                     .replace("seeds: [0, 1]", "seeds: [0]"))
     proc = hitbench("run", path, "--jobs", "2", "--out", tmp_path / "o", cwd=tmp_path, cache=tmp_path / "c")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     log = next((tmp_path / "o").glob("*/*/logs/q-fail=True-seed-0.log"))
-    assert f"run q-fail=True/seed-0 failed (worker exit 1); log {log}" in proc.stderr
-    # the log's last lines: the worker's short error from the RunFailed wrapper, no traceback
-    assert "run q-fail=True (seed 0) failed: RuntimeError: fixture-quantize asked to fail" in proc.stderr
+    # the worker's short error from the RunFailed wrapper, no traceback, and its log
+    assert ("  q-fail=True/seed-0: worker exit 1: run q-fail=True (seed 0) failed: RuntimeError: fixture-quantize "
+            f"asked to fail\n    log: {log}") in proc.stderr
     assert "Traceback" not in log.read_text()
-    assert (log.parent.parent / "runs" / "q-fail=False" / "seed-0" / "metrics.csv").is_file()  # the other finished
-    assert not (log.parent.parent / "table.md").exists()
+    out_dir = log.parent.parent
+    assert (out_dir / "runs" / "q-fail=False" / "seed-0" / "metrics.csv").is_file()  # the other finished
+    assert set(hb.load_results(out_dir).query("source == 'measured'")["variant"]) == {"q-fail=False"}
+    assert "| q-fail=False " in proc.stdout and "failed runs: q-fail=True/seed-0" in proc.stdout
+    failed = json.loads((out_dir / "manifest.json").read_text())["failed_runs"]
+    assert failed == {"q-fail=True/seed-0": {"error": "worker exit 1: run q-fail=True (seed 0) failed: RuntimeError: "
+                                                      "fixture-quantize asked to fail", "log": str(log)}}
 
 
 def test_cache_training_lock_makes_others_wait_until_the_component_is_complete(tmp_path, capfd):

@@ -35,15 +35,26 @@ class Located:
         return (str(self.files[-1]) if self.files else None, None)
 
 
-def _node_lines(node: yaml.Node, file: str, prefix: str, out: dict[str, tuple[str, int]]) -> None:
+def _node_lines(node: yaml.Node, file: str, prefix: str, out: dict[str, tuple[str, int]],
+                duplicates: list[Problem]) -> None:
+    """Locate every key under ``node``; a key given twice in one mapping goes to ``duplicates`` (YAML itself
+    would keep the last silently, so a setting would vanish without a word)."""
     if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
         for key, value in node.value:
             path = f"{prefix}.{key.value}" if prefix else str(key.value)
-            out[path] = (file, key.start_mark.line + 1)
-            _node_lines(value, file, path, out)
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in first:
+                    duplicates.append(Problem(f"duplicate key {key.value!r} (first given on line "
+                                              f"{first[key.tag, key.value]}); YAML would keep only the last: "
+                                              "remove one", file=file, line=line, field=path))
+                first.setdefault((key.tag, key.value), line)
+            out[path] = (file, line)
+            _node_lines(value, file, path, out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _node_lines(item, file, f"{prefix}.{i}", out)
+            _node_lines(item, file, f"{prefix}.{i}", out, duplicates)
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, tuple[str, int]]]:
@@ -72,8 +83,11 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, tuple[str, int]]]:
     if not isinstance(data, dict):
         raise BadInput(Problem("a recipe must be a mapping of fields", file=str(path), line=1))
     lines: dict[str, tuple[str, int]] = {}
+    duplicates: list[Problem] = []
     if node is not None:
-        _node_lines(node, str(path), "", lines)
+        _node_lines(node, str(path), "", lines, duplicates)
+    if duplicates:
+        raise BadInput(duplicates)
     return data, lines
 
 

@@ -180,6 +180,9 @@ class _FixturePoolTask(TrainingTask):
     def param_groups(self):
         return {"main": self.tok.decoder_parameters()}
 
+    def example_batch(self, batch, shape):
+        return {"video": torch.rand(batch, 3, *shape)}
+
     def training_step(self, batch, step, trainer):
         loss = (self.tok.decode(self.tok.encode(batch["video"])) - batch["video"]).abs().mean()
         trainer.step(loss, "main")

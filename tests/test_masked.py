@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,9 @@ from hitvideo_bench.tokens import TokenPyramid
 from hitbench_builtin.metrics.masking import MaskStats
 from hitbench_builtin.tokenizers.masked import (MaskedConfig, MaskedTokenizer, fill, keep_mask,
                                                 side_information_bits)
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class FixtureBinaryTokenizer(Tokenizer):
@@ -140,3 +144,54 @@ def test_mask_stats():
 def test_bad_strategy_or_cap_rejected(overrides, message):
     with pytest.raises(BadInput, match=message):
         get_catalog().make_config("tokenizer", "masked", "tiny", overrides)
+
+
+class FixtureNoHooksTokenizer(FixtureBinaryTokenizer):
+    """Test fixture: the same tokenizer without the latent hooks dynamic encoding needs."""
+
+    tokens_to_latents = Tokenizer.tokens_to_latents
+    decode_latents = Tokenizer.decode_latents
+    latent_channels = Tokenizer.latent_channels
+
+    def decode(self, pyramid, layers=None):
+        return FixtureBinaryTokenizer.decode_latents(self, FixtureBinaryTokenizer.tokens_to_latents(self, pyramid))
+
+
+def test_a_base_without_the_latent_hooks_is_rejected_naming_them():
+    """Kills: a base without hooks accepted (failing at run time), or a learned fill sized without its latents."""
+    with pytest.raises(BadInput, match="tokens_to_latents.*decode_latents"):
+        MaskedTokenizer(MaskedConfig.from_preset("tiny"), base=FixtureNoHooksTokenizer(ComponentConfig()))
+    no_width = FixtureBinaryTokenizer(ComponentConfig())
+    no_width.latent_channels = lambda: None
+    with pytest.raises(BadInput, match="latent_channels"):
+        MaskedTokenizer(MaskedConfig.from_preset("tiny", {"strategy": "learned"}), base=no_width)
+    with pytest.raises(BadInput, match="decoder_parameters"):  # the fixture has no decoder to fine-tune
+        MaskedTokenizer(MaskedConfig.from_preset("tiny", {"finetune_decoder": True}),
+                        base=FixtureBinaryTokenizer(ComponentConfig()))
+
+
+@pytest.mark.parametrize("strategy", ["repeat", "zero", "learned"])
+def test_every_fill_trains_over_a_third_party_base(strategy, tmp_path, one_thread):
+    """The example plugin's tokenizer (written from docs/plugins.md alone) under dynamic encoding: each fill
+    fine-tunes the base's decoder through the shared trainer, and the learned fill has one value per latent bit."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples" / "hitbench-example-plugin"))
+    from hitbench_example.tokenizer import PatchBinaryConfig, PatchBinaryTokenizer
+
+    base = PatchBinaryTokenizer(PatchBinaryConfig.from_preset("tiny", {"bits": 6}))
+    config = MaskedConfig.from_preset("tiny", {"strategy": strategy, "finetune_decoder": True,
+                                               "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2}})
+    tok = MaskedTokenizer(config, base=base)
+    assert tok.trainable
+    if strategy == "learned":
+        assert tok.mask_embedding.shape == (6,)
+    before = [p.detach().clone() for p in base.decoder.parameters()]
+    data = get_catalog().create("dataset", "synthetic-shapes", preset="tiny", split="train")
+    summary = tok.fit(data, workdir=tmp_path, device=torch.device("cpu"), seed=0, progress=False)
+    assert summary["steps"] == 2 and summary["final"]["l1"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, base.decoder.parameters()))
+    video = torch.stack([data[i]["video"] for i in range(2)])
+    out = tok.compress(video)
+    assert out.reconstruction.shape == video.shape and 0 <= float(out.reconstruction.min())
+    assert float(out.reconstruction.max()) <= 1 and not bool(out.pyramid.masks[0].all())

@@ -116,6 +116,19 @@ def test_every_stage_of_a_tokenizer_and_generator_run(recipe, tmp_path, isolated
     assert len(list((tmp_path / "out").glob("*/*/runs/pool/seed-0/samples/sample_sheet.png"))) == 1
 
 
+def test_a_generator_without_nll_reports_n_a(recipe, tmp_path, isolated_cache, monkeypatch):
+    """Kills: nll_bits_per_token called on a generator that does not implement it (a crash after sampling)."""
+    from hitbench_fixture_plugin import FixtureUnigramGenerator
+
+    from hitvideo_bench.components import Generator
+
+    monkeypatch.setattr(FixtureUnigramGenerator, "nll_bits_per_token", Generator.nll_bits_per_token)
+    df, _ = run(recipe, tmp_path / "out")
+    assert df[df.metric == "nll_bits"].text.item() == "n/a: FixtureUnigramGenerator has no nll_bits_per_token"
+    assert not df.metric.str.startswith("nll_bits/").any()
+    assert "fixture-mean" in set(df.metric)  # generation was measured
+
+
 def test_a_second_run_loads_every_component_from_the_cache(recipe, tmp_path, isolated_cache, monkeypatch):
     """Kills: cached_component ignoring a complete cache folder (forcing a retrain every time)."""
     first, first_summary = run(recipe, tmp_path / "out")

@@ -295,14 +295,15 @@ def training_memory(cls: type, config: Any, shape: Any, *, world_size: int = 1, 
     state = TRAINED_COPIES * _nbytes(trained.values()) + _nbytes(held) + _nbytes(buffers) + extra
     if train.ema is not None:
         state += _nbytes(v for module in modules for v in module.state_dict().values() if v.is_floating_point())
-    notes = list(notes)
+    task_notes, notes = list(notes), []
     if len(modules) > 1:
-        notes.insert(0, "trained beside it: " + ", ".join(
+        notes.append("trained beside it: " + ", ".join(
             f"{name} ({format_count(sum(p.numel() for p in m.parameters()))} parameters)"
             for name, m in list(task.modules().items())[1:]))
     for module in task.held_modules():
         notes.append(f"{type(module).__name__} ({format_count(sum(p.numel() for p in module.parameters()))} "
                      f"parameters) held frozen")
+    notes += task_notes
     return MemoryEstimate(
         batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
         grad_checkpointing=train.grad_checkpointing, trainable_params=sum(p.numel() for p in trained.values()),

@@ -445,8 +445,9 @@ def manifest_notes(path: Path) -> list[str]:
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,
-                      frames_shown: int = 8, min_frame_size: int = 128) -> list[Path]:
-    """A PNG grid (a prompt line over a row of frames, per sample) and a GIF per sample, for people to look at.
+                      frames_shown: int = 8, min_frame_size: int = 128, real: torch.Tensor | None = None) -> list[Path]:
+    """A PNG grid (a prompt line over a row of frames, per sample; with ``real``, the real clip of the same caption
+    to the right of the generated one, after a gap) and a GIF per sample, for people to judge the samples.
 
     Frames are pasted with PIL, enlarged by a whole factor (nearest) to at least ``min_frame_size`` pixels
     high; a matplotlib axis per frame took about 9 s for 32 tiny samples.
@@ -460,15 +461,21 @@ def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fp
     picks = sorted({round(i * (T - 1) / max(frames_shown - 1, 1)) for i in range(min(frames_shown, T))})
     zoom = max(1, -(-min_frame_size // H))
     fh, fw, pad, caption = H * zoom, W * zoom, 2, 14
-    frames = (videos[:, :, picks].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
-    sheet = Image.new("RGB", (pad + len(picks) * (fw + pad), pad + n * (caption + fh + pad)), "white")
+    gap = 4 * pad if real is not None else 0
+    rows = [videos] if real is None else [videos, real]
+    frames = [(v[:, :, picks].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+              for v in rows]
+    width = len(picks) * (fw + pad)
+    sheet = Image.new("RGB", (pad + len(rows) * width + gap, pad + n * (caption + fh + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     for i in range(n):
         top = pad + i * (caption + fh + pad)
-        draw.text((pad, top), prompts[i][:100], fill="black")
-        for j in range(len(picks)):
-            frame = Image.fromarray(frames[i, j]).resize((fw, fh), Image.Resampling.NEAREST)
-            sheet.paste(frame, (pad + j * (fw + pad), top + caption))
+        label = prompts[i][:100] + ("   (generated | real clip of this caption)" if real is not None and i == 0 else "")
+        draw.text((pad, top), label, fill="black")
+        for r, clip_frames in enumerate(frames):
+            for j in range(len(picks)):
+                frame = Image.fromarray(clip_frames[i, j]).resize((fw, fh), Image.Resampling.NEAREST)
+                sheet.paste(frame, (pad + r * (width + gap) + j * (fw + pad), top + caption))
     with atomic_path(folder / "sample_sheet.png") as tmp:
         sheet.save(tmp, format="PNG")
     files = [folder / "sample_sheet.png"]

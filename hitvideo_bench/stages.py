@@ -92,7 +92,8 @@ class MetricSet:
     """The metrics of one stage; a metric whose weights are missing is kept as ``unavailable``.
 
     Metrics that declare ``per_clip`` are also scored clip by clip, by a second copy of the metric reset for
-    each clip: :meth:`clip_rows` gives those values (for confidence intervals and paired claims).
+    each clip: :meth:`clip_rows` gives those values, sub-values as ``metric/key`` (for confidence intervals and
+    paired claims).
     """
 
     def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
@@ -140,11 +141,8 @@ class MetricSet:
             scratch.reset()
             scratch.update(**clip)
             value = scratch.compute()
-            if isinstance(value, dict):
-                if "" not in value:
-                    return
-                value = value[""]
-            self.clip_values.setdefault(name + self.suffix, []).append(float(value))
+            for key, val in (value.items() if isinstance(value, dict) else [("", value)]):
+                self.clip_values.setdefault((f"{name}/{key}" if key else name) + self.suffix, []).append(float(val))
 
     def clip_rows(self) -> list[dict[str, Any]]:
         """``{metric, clip, value}`` for every clip scored alone, clips numbered in evaluation order."""
@@ -421,7 +419,7 @@ def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_
     gen_spec = ctx.variant.spec.evaluate.generation
     count = gen_spec.num_samples or ctx.variant.spec.dataset.eval_clips
     metrics = MetricSet(ctx, gen_spec.metrics)
-    videos, prompts, seconds, tokens = [], [], 0.0, 0
+    videos, reals, prompts, seconds, tokens = [], [], [], 0.0, 0
     eval_pyramids = []
     with torch.no_grad():
         for i, batch in enumerate(clip_batches(eval_ds, count, ctx.variant.spec.evaluate.batch_size, ctx.device,
@@ -436,8 +434,10 @@ def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_
             if gen_spec.nll and generator.has_nll:
                 eval_pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
             videos.append(video.cpu())
+            reals.append(batch["video"].cpu())
             prompts += batch["captions"]
     rows = metrics.rows()
+    ctx.per_clip += metrics.clip_rows()  # prompt i is clip i of the eval split in every variant: paired claims
     clips = len(prompts)
     rows += [row("sample_tokens_per_s", tokens / max(seconds, 1e-9), True, timing=True),
              row("sample_s_per_clip", seconds / max(clips, 1), False, timing=True)]
@@ -447,5 +447,5 @@ def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_
     elif gen_spec.nll:
         rows.append(row("nll_bits", math.nan, False, text=f"n/a: {type(generator).__name__} has no nll_bits_per_token"))
     if gen_spec.sample_sheet:
-        save_sample_sheet(torch.cat(videos), prompts, ctx.run_dir / "samples", fps=eval_ds.fps)
+        save_sample_sheet(torch.cat(videos), prompts, ctx.run_dir / "samples", fps=eval_ds.fps, real=torch.cat(reals))
     return rows

@@ -115,6 +115,35 @@ def test_3d_positions_text_diagonal_and_per_layer_grid():
     assert (pos[:, offset + 4] - offset).tolist() == [0, 1, 1]
 
 
+def test_clip_frame_puts_a_coarse_token_at_the_centre_of_the_dense_tokens_it_covers():
+    """rope_frame 'clip': every layer on the densest grid, a coarse token amid the dense tokens of its region
+    (in the per-layer frame the same tokens sit up to the whole grid apart)."""
+    _, layer_ids, coords = video_layout(FIXTURE_GRIDS, "clip")
+    _, _, own = video_layout(FIXTURE_GRIDS, "layer")
+    dense = coords[layer_ids == 0]  # (2, 4, 4) raster
+    assert coords[layer_ids == 2].tolist() == [[0.5, 1.5, 1.5]]  # the 1x1x1 layer: the centre of the clip
+    layer1 = coords[layer_ids == 1]  # (1, 2, 2): each covers 2x2x2 dense tokens
+    for i, (h, w) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        region = [dense[t * 16 + y * 4 + x] for t in range(2) for y in (2 * h, 2 * h + 1) for x in (2 * w, 2 * w + 1)]
+        centre = torch.stack(region).mean(0)
+        assert torch.allclose(layer1[i], centre)
+        assert max(float((layer1[i] - r).abs().max()) for r in region) <= 0.5 + 1e-6  # nearby: half a dense step
+    assert torch.equal(dense, own[layer_ids == 0])  # the densest layer is where it was
+    with pytest.raises(BadInput, match="rope_frame"):
+        video_layout(FIXTURE_GRIDS, "world")
+
+
+def test_layer_weights_are_distinct_and_balance_codebook_bits():
+    """The default rule weighs a layer by 1 / log2(codebook): distinct per layer, mean 1, reported in training."""
+    gen = fixture_generator()
+    bits = [torch.tensor(float(s)).log2().item() for s in FIXTURE_SIZES]
+    expected = [1 / b for b in bits]
+    expected = [w * len(bits) / sum(expected) for w in expected]
+    assert gen.layer_weights == pytest.approx(expected) and len(set(gen.layer_weights)) == len(set(FIXTURE_SIZES))
+    assert fixture_generator(layer_loss_weights="equal").layer_weights == [1.0] * 3
+    assert fixture_generator(layer_loss_weights=[1.0, 1.0, 2.0]).layer_weights == pytest.approx([0.75, 0.75, 1.5])
+
+
 def test_rotary_uses_all_three_axes():
     rot = Rotary3D(head_dim=24)  # 12 frequencies: t 4, h 4, w 4
     assert rot.sections == (4, 4, 4)

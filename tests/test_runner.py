@@ -348,3 +348,15 @@ def test_sample_sheet_pastes_the_picked_frames_enlarged_under_each_prompt(tmp_pa
             expected = (videos[i, :, t, 0, 0] * 255).round().to(torch.uint8).numpy()
             assert (block == expected).all()
     assert (sheet[pad:pad + caption, pad:pad + 60] < 128).any()  # the prompt is written above its row
+    # with the real clips: the same rows, the real clip of each caption to the right after a gap
+    real = 1 - videos
+    files = save_sample_sheet(videos, ["first prompt", "second prompt"], tmp_path / "r", frames_shown=3,
+                              min_frame_size=20, real=real)
+    sheet = np.asarray(Image.open(files[0]).convert("RGB"))
+    width, gap = 3 * (24 + pad), 4 * pad
+    assert sheet.shape == (pad + 2 * (caption + 24 + pad), pad + 2 * width + gap, 3)
+    for i in range(2):
+        for j, t in enumerate([0, 2, 4]):
+            top, left = pad + i * (caption + 24 + pad) + caption, pad + width + gap + j * (24 + pad)
+            expected = (real[i, :, t, 0, 0] * 255).round().to(torch.uint8).numpy()
+            assert (sheet[top:top + 8 * zoom, left:left + 8 * zoom].reshape(-1, 3) == expected).all()

@@ -63,8 +63,12 @@ class ARLlamaConfig(ComponentConfig):
     attention_dropout: float = Field(0.0, ge=0, lt=1)
     cond_drop: float = Field(0.1, ge=0, le=1, description="share of training captions replaced by the "
                              "learned unconditional embedding (for classifier-free guidance)")
-    layer_loss_weights: list[float] | None = Field(None, description="cross-entropy weight per tokenizer layer, "
-                                                   "densest first; None = equal weights")
+    layer_loss_weights: list[float] | Literal["codebook-bits", "equal"] = Field(
+        "codebook-bits", description="cross-entropy weight per tokenizer layer, densest first, or a rule: "
+        "'codebook-bits' weighs each layer by 1 / log2(its codebook size) (see layer_weights), 'equal'")
+    rope_frame: Literal["layer", "clip"] = Field(
+        "layer", description="rotary (t, h, w) of a video token: in its own layer's grid ('layer', the paper's), or "
+        "on the densest grid with a coarse token at the centre of the region it covers ('clip')")
     initializer_range: float = Field(0.02, gt=0)
     rms_norm_eps: float = Field(1e-5, gt=0)
     grid_shapes: list[tuple[int, int, int]] | None = Field(None, description="per-layer (t, h, w) token grids, "
@@ -146,7 +150,7 @@ class ARLlamaGenerator(Generator):
         if config.grid_shapes is not None and len(config.grid_shapes) != len(sizes):
             raise BadInput(f"ar-llama: {len(config.grid_shapes)} grid shapes for {len(sizes)} tokenizer layers",
                            field="generator.config.grid_shapes")
-        if config.layer_loss_weights is not None and len(config.layer_loss_weights) != len(sizes):
+        if isinstance(config.layer_loss_weights, list) and len(config.layer_loss_weights) != len(sizes):
             raise BadInput(f"ar-llama: layer_loss_weights has {len(config.layer_loss_weights)} entries, the "
                            f"tokenizer has {len(sizes)} layers", field="generator.config.layer_loss_weights")
         self.codebook_sizes = sizes
@@ -220,7 +224,7 @@ class ARLlamaGenerator(Generator):
         """``(order, layer_ids (N,), coords (N, 3), ranges)``; ``ranges[layer] = (start, end)`` in the video sequence."""
         grids = tuple(self.grid_shapes)
         if self._layout is None or self._layout[0] != grids:  # memoised: sampling asks once per token
-            order, layer_ids, coords = video_layout(list(grids))
+            order, layer_ids, coords = video_layout(list(grids), self.config.rope_frame)
             ranges, start = {}, 0
             for layer in order:
                 n = math.prod(grids[layer])
@@ -365,8 +369,25 @@ class ARLlamaGenerator(Generator):
         nll = self.layer_nll(tokens, text_h, text_mask)
         return {layer: total / n.clamp(min=1) for layer, (total, n) in nll.items()}
 
+    @property
+    def layer_weights(self) -> list[float]:
+        """Cross-entropy weight per layer, densest first, with mean 1.
+
+        The paper assigns "distinct loss weights ... to each layer" "to ensure balanced learning across
+        hierarchical layers" without giving them. The default rule, ``codebook-bits``, weighs a layer by
+        1 / log2(codebook size): each layer's cross-entropy then counts as a share of the most it can be (a
+        uniform guess), so a large dense codebook does not outweigh the coarse layers that plan the clip."""
+        rule = self.config.layer_loss_weights
+        if isinstance(rule, list):
+            weights = list(rule)
+        elif rule == "codebook-bits":
+            weights = [1 / math.log2(size) for size in self.codebook_sizes]
+        else:
+            weights = [1.0] * len(self.codebook_sizes)
+        return [w * len(weights) / sum(weights) for w in weights]
+
     def weighted_loss(self, losses: dict[int, torch.Tensor]) -> torch.Tensor:
-        weights = self.config.layer_loss_weights or [1.0] * len(self.codebook_sizes)
+        weights = self.layer_weights
         total = sum(weights[layer] * loss for layer, loss in losses.items())
         return total / sum(weights)
 
@@ -603,4 +624,5 @@ class _Task(TrainingTask):
 
     def summary(self) -> dict[str, Any]:
         return {"tokens_per_clip": int(self.data.tokens.shape[1]) if self.data is not None else None,
-                "text_encoder": self.gen.config.text_encoder}
+                "text_encoder": self.gen.config.text_encoder,
+                "layer_loss_weights": [round(w, 4) for w in self.gen.layer_weights], "rope_frame": self.gen.config.rope_frame}

@@ -8,8 +8,14 @@ both fast and slow frequencies on every axis. The module returns ``(cos, sin)`` 
 so it plugs into Llama decoder layers through their ``position_embeddings`` argument.
 
 Positions: text token ``i`` sits on the diagonal ``(i, i, i)``; the start (BOS) slot after the
-text at ``(L_text, L_text, L_text)``; each video token at ``offset + (t, h, w)``, its coordinates in
-its own layer's grid, with ``offset = L_text + 1``.
+text at ``(L_text, L_text, L_text)``; each video token at ``offset + (t, h, w)`` with ``offset = L_text + 1``,
+where ``(t, h, w)`` is, by ``frame``:
+
+- ``layer`` (the paper's): its coordinates in its own layer's grid, so a coarse token and the dense tokens
+  it covers sit at unrelated positions;
+- ``clip``: its coordinates on the common frame of the densest grid, a coarse token at the centre of the
+  region it covers (``(i + 0.5) * dense / size - 0.5``, fractional), so that it and its dense tokens are
+  neighbours for attention.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ def default_sections(head_dim: int) -> tuple[int, int, int]:
 
 
 class Rotary3D(nn.Module):
-    """``(3, B, L)`` integer positions -> rotary ``(cos, sin)``, each ``(B, L, head_dim)``."""
+    """``(3, B, L)`` positions (integer or fractional) -> rotary ``(cos, sin)``, each ``(B, L, head_dim)``."""
 
     def __init__(self, head_dim: int, sections: tuple[int, int, int] | list[int] | None = None,
                  theta: float = 10000.0):
@@ -55,25 +61,35 @@ class Rotary3D(nn.Module):
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
 
-def video_layout(grid_shapes: list[tuple[int, int, int]]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+FRAMES = ("layer", "clip")
+
+
+def video_layout(grid_shapes: list[tuple[int, int, int]], frame: str = "layer"
+                 ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """The coarse-to-fine video sequence of a pyramid with these per-layer grids (densest first).
 
     Returns ``(order, layer_ids, coords)``: the layer indices in generation order (most compressed,
     i.e. highest index, first), the layer of every sequence slot ``(N,)``, and each slot's
-    ``(t, h, w)`` in its own layer's grid ``(N, 3)``, raster order within a layer.
+    ``(t, h, w)`` ``(N, 3)`` float, raster order within a layer, on the ``frame`` of the module docstring.
     """
+    if frame not in FRAMES:
+        raise BadInput(f"ar-llama: rope_frame {frame!r} is not one of {', '.join(FRAMES)}")
     order = list(range(len(grid_shapes) - 1, -1, -1))
+    dense = torch.tensor(grid_shapes[0], dtype=torch.float64)
     layer_ids, coords = [], []
     for layer in order:
         t, h, w = grid_shapes[layer]
         grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1)
-        coords.append(grid.reshape(-1, 3))
+        grid = grid.reshape(-1, 3).double()
+        if frame == "clip":
+            grid = (grid + 0.5) * dense / torch.tensor((t, h, w), dtype=torch.float64) - 0.5
+        coords.append(grid.float())
         layer_ids.append(torch.full((t * h * w,), layer, dtype=torch.long))
     return order, torch.cat(layer_ids), torch.cat(coords)
 
 
 def sequence_positions(text_len: int, coords: torch.Tensor) -> torch.Tensor:
-    """``(3, text_len + 1 + N)`` positions: text diagonal, the start slot, then video after the offset."""
-    text = torch.arange(text_len + 1).unsqueeze(0).expand(3, -1)  # text and the start slot on the diagonal
-    video = coords.t() + (text_len + 1)
-    return torch.cat([text, video], dim=1).long()
+    """``(3, text_len + 1 + N)`` float positions: text diagonal, the start slot, then video after the offset."""
+    text = torch.arange(text_len + 1, dtype=torch.float32).unsqueeze(0).expand(3, -1)  # text and start slot
+    video = coords.t().float() + (text_len + 1)
+    return torch.cat([text, video], dim=1)

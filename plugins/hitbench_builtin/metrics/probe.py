@@ -453,6 +453,7 @@ class PromptAccuracy(_ProbeUser, BenchMetric):
     inputs = ("pred", "captions")
     stages = ("generation",)
     higher_is_better = True
+    per_clip = True  # each clip's prompt matched or not, overall and per attribute: paired claims between variants
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

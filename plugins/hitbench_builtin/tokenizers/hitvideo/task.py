@@ -92,6 +92,9 @@ class TokenizerTask(TrainingTask):
     def held_modules(self) -> list[nn.Module]:
         return [self.lpips] if self.lpips is not None else []
 
+    def memory_notes(self) -> tuple[int, list[str]]:
+        return 0, (["LPIPS is counted; training turns it off when its weights are missing"] if self.lpips else [])
+
     def example_batch(self, batch: int, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         return {"video": torch.rand(batch, 3, *shape)}
 

@@ -45,7 +45,8 @@ def test_installed_plugin_is_listed_with_its_distribution(site, tmp_path):
 def test_plugin_tokenizer_trains_and_runs_through_its_recipe(site, tmp_path):
     proc = hitbench(site, tmp_path, "run", str(EXAMPLE / "recipe.yaml"), "--out", str(tmp_path / "out"),
                     "--quiet", "--set", "dataset.eval_clips=2",
-                    "--set", "variants.patch-binary.tokenizer.config.train.steps=20")
+                    "--set", "variants.patch-binary.tokenizer.config.train.steps=20",
+                    "--set", "variants.patch-binary-masked.tokenizer.config.base.config.train.steps=20")
     assert proc.returncode == 0, proc.stderr
     assert "patch-binary" in proc.stdout and "x264" in proc.stdout
     import hitvideo_bench as hb
@@ -58,3 +59,6 @@ def test_plugin_tokenizer_trains_and_runs_through_its_recipe(site, tmp_path):
     assert psnr > 12  # trained, not random: a random decoder sits far below
     cached = list((tmp_path / "cache" / "tokenizer").glob("patch-binary-*"))
     assert len(cached) == 1 and (cached[0] / "COMPLETE").exists()
+    # dynamic encoding over the plugin's tokenizer: its learned fill trained, fewer bits than the base
+    masked = df[df.variant == "patch-binary-masked"].set_index("metric")["value"]
+    assert masked["fill_train_steps"] == 10 and masked["bpp"] < bpp and masked["psnr"] > 10

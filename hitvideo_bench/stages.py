@@ -264,6 +264,7 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
     if inner is not None:
         deps["base"], _ = obtain_tokenizer(ctx, train_ds, None, inner)
     key = "tokenizer" if inner is None else f"tokenizer:{ref.name}"
+    torch.manual_seed(ctx.seed)  # its initial weights depend on the seed alone, not on what ran before
     tokenizer: Tokenizer = ctx.catalog.create("tokenizer", ref.name, preset=ref.preset, overrides=ref.config,
                                               **deps)
     if not tokenizer.trainable:
@@ -392,6 +393,7 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
 
     ref = ctx.variant.spec.generator
     spec = ctx.catalog.get("generator", ref.name)
+    torch.manual_seed(ctx.seed)  # its initial weights: the same whether the tokenizer was just trained or loaded
     generator = ctx.create("generator", tokenizer=tokenizer)
     if not generator.trainable:  # e.g. a pretrained generator a plugin loads itself
         ctx.summary["generator"] = {"trained": False}

@@ -205,6 +205,7 @@ class FixtureUnigramGenerator(Generator):
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
         self.sizes = list(tokenizer.codebook_sizes)
+        self.register_buffer("init_draw", torch.rand(4))  # a random initial value, as a real model's weights
         for layer, size in enumerate(self.sizes):
             self.register_buffer(f"counts{layer}", torch.ones(size, dtype=torch.float64))
 

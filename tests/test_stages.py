@@ -129,6 +129,22 @@ def test_a_generator_without_nll_reports_n_a(recipe, tmp_path, isolated_cache, m
     assert "fixture-mean" in set(df.metric)  # generation was measured
 
 
+def test_a_generator_starts_from_the_same_weights_whether_its_tokenizer_was_trained_or_loaded(
+        recipe, tmp_path, isolated_cache):
+    """Kills: the generator's initial weights drawn from whatever RNG state the tokenizer stage left (training
+    draws from it, loading does not), so a cold and a warm run train different generators."""
+    _, cold = run(recipe, tmp_path / "cold")  # tokenizer and generator trained in this run
+    generator_folder = Path(cold["generator"]["cached"])
+    first = load_file(str(generator_folder / "model.safetensors"))
+    import shutil
+
+    shutil.rmtree(generator_folder)
+    _, warm = run(recipe, tmp_path / "warm")  # the tokenizer loaded from the cache, the generator trained again
+    assert not warm["tokenizer"].get("trained_now") and warm["generator"]["trained_now"]
+    second = load_file(str(generator_folder / "model.safetensors"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_a_second_run_loads_every_component_from_the_cache(recipe, tmp_path, isolated_cache, monkeypatch):
     """Kills: cached_component ignoring a complete cache folder (forcing a retrain every time)."""
     first, first_summary = run(recipe, tmp_path / "out")

@@ -20,6 +20,7 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import ddp_fixture_worker
 import torch
 from safetensors.torch import save_file
 
@@ -27,30 +28,12 @@ from hitvideo_bench import sharding
 from hitvideo_bench.training import TrainConfig, init_distributed, is_main_process, train, world
 
 
-class FixtureData(torch.utils.data.Dataset):
-    def __init__(self, n: int = 16):
-        self.x = torch.randn(n, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"video": self.x[i], "caption": "", "attrs": {}}
-
-
-class FixtureTask:
+class FixtureTask(ddp_fixture_worker.FixtureTask):
     """Two convolutions sharded one by one, and a scale parameter the step reads directly (kept whole)."""
 
     def __init__(self):
-        torch.manual_seed(1)
-        self.net = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 1), torch.nn.GELU(), torch.nn.Conv3d(8, 3, 1))
+        super().__init__()
         self.net.scale = torch.nn.Parameter(torch.ones(3, 1, 1, 1))
-
-    def modules(self):
-        return {"net": self.net}
-
-    def param_groups(self):
-        return {"main": list(self.net.parameters())}
 
     def shard_units(self):
         return [self.net[0], self.net[2]]
@@ -121,7 +104,7 @@ def main() -> None:
     device = init_distributed(torch.device("cpu"))
     settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.sets)}
     if args.task == "fixture":
-        task, data = FixtureTask(), FixtureData()
+        task, data = FixtureTask(), ddp_fixture_worker.FixtureData()
         cfg = TrainConfig(steps=12, batch_size=8, lr=1e-2, checkpoint_every=4, **settings)
     else:
         task, cfg = generator_task(settings) if args.task == "generator" else tokenizer_task(settings)

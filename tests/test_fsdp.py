@@ -20,6 +20,9 @@ from hitvideo_bench.errors import BadInput
 from hitvideo_bench.manager import get_catalog
 from hitvideo_bench.training import TrainConfig, train
 
+from ddp_fixture_worker import FixtureData  # noqa: I001 (test helpers, from the tests folder)
+from test_distributed import RECIPE
+
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "fsdp_fixture_worker.py"
 
@@ -100,19 +103,6 @@ def test_fsdp_tokenizer_killed_on_2_processes_resumes_on_1(tmp_path):
     assert_same(final(out), final(tmp_path / "one"))
 
 
-RECIPE = """\
-version: 1
-recipe: fsdp-fixture
-dataset: {name: fixture-noise, config: {frames: 16, height: 32, width: 32, train_clips: 4, val_clips: 2}}
-evaluate: {reconstruction: [fixture-mae], batch_size: 2}
-variants:
-  tokenizer:
-    tokenizer:
-      name: hitvideo
-      config: {channels: 8, z_channels: 16, quant_dims: [6, 5, 4, 3], disc_channels: 8,
-               train: {steps: 2, batch_size: 2, checkpoint_every: 1, log_every: 1, strategy: fsdp, precision: bf16}}
-"""
-
 AUDIT = """\
 import os, sys
 if os.environ.get("RANK", "0") != "0" and os.environ.get("HITBENCH_AUDIT"):
@@ -144,7 +134,7 @@ def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
     from hitvideo_bench.checkpoint import load_tokenizer
 
     recipe = tmp_path / "fsdp.yaml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(RECIPE)  # a codec, and a tiny hitvideo trained for 2 steps: here under fsdp, in bf16
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(AUDIT)
@@ -152,7 +142,9 @@ def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
     env = worker_env(HITBENCH_CACHE=str(cache), HITBENCH_AUDIT=str(tmp_path / "audit"),
                      HITBENCH_AUDIT_ROOTS=os.pathsep.join([str(out), str(cache)]))
     env["PYTHONPATH"] = os.pathsep.join([str(hooks), env["PYTHONPATH"]])
+    train = "variants.tokenizer.tokenizer.config.train"
     cmd = [sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", "run", str(recipe),
+           "--set", f"{train}.strategy=fsdp", "--set", f"{train}.precision=bf16",
            "--nproc", "2", "--device", "cpu", "--out", str(out), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -169,23 +161,14 @@ def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
 # ------------------------------------------------------------------------------------------ one process
 
 
-class Clips(torch.utils.data.Dataset):
-    def __init__(self):
-        self.x = torch.randn(12, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"video": self.x[i], "caption": "", "attrs": {}}
-
-
 class TwoGroupTask:
     """A net trained on every micro-batch, and a bias trained (group ``aux``) on the first micro-batch of a step
-    only: the trainer updates ``aux`` after the step's last micro-batch all the same."""
+    only: the trainer updates ``aux`` after the step's last micro-batch all the same. ``crash_at``: the step at
+    which the run is interrupted (KeyboardInterrupt)."""
 
-    def __init__(self):
+    def __init__(self, crash_at: int | None = None):
         torch.manual_seed(123)
+        self.crash_at = crash_at
         self.net = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 1), torch.nn.GELU(), torch.nn.Conv3d(8, 3, 1))
         self.bias = torch.nn.Module()
         self.bias.value = torch.nn.Parameter(torch.zeros(3, 1, 1, 1))
@@ -198,6 +181,8 @@ class TwoGroupTask:
         return {"main": list(self.net.parameters()), "aux": [self.bias.value]}
 
     def training_step(self, batch, step, trainer):
+        if step == self.crash_at:
+            raise KeyboardInterrupt
         loss = (self.net(batch["video"]) - 0.5 * batch["video"]).pow(2).mean()
         trainer.step(loss, "main")
         if step != self.last_step:  # the step's first micro-batch
@@ -206,10 +191,10 @@ class TwoGroupTask:
         return {"mse": loss.detach()}
 
 
-def fit(tmp_path, steps: int = 6, **settings):
-    task = TwoGroupTask()
+def fit(tmp_path, steps: int = 6, crash_at: int | None = None, **settings):
+    task = TwoGroupTask(crash_at)
     cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-2, checkpoint_every=3, log_every=1, **settings)
-    summary = train(task, Clips(), cfg, workdir=tmp_path, device="cpu", seed=0, progress=False)
+    summary = train(task, FixtureData(), cfg, workdir=tmp_path, device="cpu", seed=0, progress=False)
     return task, summary
 
 
@@ -241,19 +226,8 @@ def test_fsdp_on_one_process_writes_sharded_checkpoints_and_resumes_bit_identica
     resumes at any number of processes)."""
     straight, _ = fit(tmp_path / "straight", strategy="fsdp", ema=0.9)
     folder = tmp_path / "resumed"
-    original = TwoGroupTask.training_step
-
-    def crash_at_4(self, batch, step, trainer):
-        if step == 4:
-            raise KeyboardInterrupt
-        return original(self, batch, step, trainer)
-
-    TwoGroupTask.training_step = crash_at_4
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit(folder, strategy="fsdp", ema=0.9)
-    finally:
-        TwoGroupTask.training_step = original
+    with pytest.raises(KeyboardInterrupt):
+        fit(folder, crash_at=4, strategy="fsdp", ema=0.9)
     assert (folder / "checkpoint" / ".metadata").exists() and not (folder / "checkpoint" / "weights.safetensors").exists()
     resumed, summary = fit(folder, strategy="fsdp", ema=0.9)
     assert summary["resumed_from_step"] == 3
@@ -279,7 +253,7 @@ def test_shard_units_must_lie_inside_the_task_modules(tmp_path):
     task = TwoGroupTask()
     task.shard_units = lambda: [torch.nn.Linear(2, 2)]
     with pytest.raises(BadInput, match="shard unit Linear is not part of the task's modules"):
-        train(task, Clips(), TrainConfig(steps=1, batch_size=4, strategy="fsdp"), workdir=tmp_path, device="cpu",
+        train(task, FixtureData(), TrainConfig(steps=1, batch_size=4, strategy="fsdp"), workdir=tmp_path, device="cpu",
               seed=0, progress=False)
 
 

@@ -318,7 +318,7 @@ class TrainingTrace:
         groups = task.param_groups()
         self.trained = {id(p): p for params in groups.values() for p in params if p.requires_grad}
         self.modules = list(task.modules().values())
-        self.held = [m for m in task.held_modules()]
+        self.held = list(task.held_modules())
         try:
             units = sharding.task_units(task, task.modules())
         except HitbenchError as exc:
@@ -375,13 +375,12 @@ class TrainingTrace:
         batch = per_gpu_batch(train.batch_size, world_size)
         micro = min(micro_batch, batch) if micro_batch else None
         sharded = strategy == "fsdp" and world_size > 1  # one process: nothing to shard over
-        state, gathered = self._state(world_size if sharded else 1, offload and sharded)
-        if sharded:
-            gathered = self._gathered()
+        state = self._state(world_size if sharded else 1, offload and sharded)
+        gathered = self._gathered() if sharded else 0
         activations, largest = self.activations(micro or batch, sharded)
         notes = list(self.notes)
         if offload and sharded:
-            cpu = self._state(world_size, False)[0] - state
+            cpu = self._state(world_size, False) - state
             notes.append(f"sharded state in CPU memory (train.cpu_offload): {_gib(cpu)} GiB per process")
         return MemoryEstimate(
             batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
@@ -389,10 +388,10 @@ class TrainingTrace:
             state_bytes=state, activation_bytes=activations, notes=tuple(notes), strategy=strategy,
             micro_batch=micro, gathered_bytes=gathered, largest_saved_bytes=largest)
 
-    def _state(self, shards: int, offload: bool) -> tuple[int, int]:
+    def _state(self, shards: int, offload: bool) -> int:
         """Bytes of state on one GPU with the units' parameters sharded ``shards`` ways (in CPU memory with
         ``offload``): trained parameters 16 bytes each, frozen ones their weights, EMA 4 more per floating entry;
-        buffers and held networks whole. Returns ``(state, 0)``."""
+        buffers and held networks whole."""
 
         def share(p: torch.Tensor, copies: int) -> int:
             if id(p) not in self.unit_of or shards == 1:
@@ -410,7 +409,7 @@ class TrainingTrace:
                 for name, value in module.state_dict(keep_vars=True).items():
                     if value.is_floating_point():
                         state += share(by_storage.get(id(value), value), 1)
-        return state, 0
+        return state
 
     def _gathered(self) -> int:
         """The largest unit's parameters and their gradient, and the next unit's parameters (prefetched), in the

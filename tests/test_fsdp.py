@@ -34,8 +34,8 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def run_worker(out: Path, task: str, nproc: int, *args: str, ok: bool = True) -> dict:
-    """Train ``task`` in ``nproc`` processes (torchrun for 2 or more); returns the worker's summary (None after a
-    kill)."""
+    """Train ``task`` in ``nproc`` processes (torchrun for 2 or more); returns the worker's summary (nothing when
+    ``ok`` is False: the run is meant to be killed)."""
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(out), task, *args]
     else:
@@ -111,8 +111,9 @@ if os.environ.get("RANK", "0") != "0" and os.environ.get("HITBENCH_AUDIT"):
 
     def _audit(event, args):
         if event == "open":
-            path, mode = args[0], str(args[1] or "")
-            if not any(c in mode for c in "wax+"):
+            path, mode, flags = args[0], str(args[1] or ""), args[2]
+            writes = isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            if not (writes or any(c in mode for c in "wax+")):
                 return
         elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "shutil.rmtree"):
             path = args[0]

@@ -174,26 +174,26 @@ def cmd_validate(args) -> int:
                 f"{memory.format_count(sum(p.numel() for p in tokenizer.parameters()))} parameters, tokens per layer "
                 + ", ".join("x".join(map(str, g)) for g in grids))
         if tokenizer.trainable:
-            _print_with_memory(line, memory.training_memory, type(tokenizer), tokenizer.config, variant.clip_shape,
-                               world_size=args.nproc)
+            _print_with_memory(line, type(tokenizer), tokenizer.config, variant.clip_shape, world_size=args.nproc)
         else:
             print(line)
         if spec.generator is not None:
             ref = spec.generator
             config = catalog.make_config("generator", ref.name, ref.preset, ref.config)
-            _print_with_memory(f"    generator {ref.name} ({ref.preset})", memory.training_memory,
-                               catalog.get("generator", ref.name).load(), config, grids, world_size=args.nproc,
-                               with_params=True, tokenizer=tokenizer)
+            _print_with_memory(f"    generator {ref.name} ({ref.preset})", catalog.get("generator", ref.name).load(),
+                               config, grids, world_size=args.nproc, with_params=True, tokenizer=tokenizer)
     return 0
 
 
-def _print_with_memory(line: str, estimate, *inputs, world_size: int, with_params: bool = False,
+def _print_with_memory(line: str, cls, config, shape, *, world_size: int, with_params: bool = False,
                        **dependencies) -> None:
-    """Print a trainable component's line with its training memory per GPU, and the estimate's notes below."""
-    from .memory import NotEstimated, format_count
+    """Print a trainable component's line with its training memory per GPU, the estimate's notes below, and the
+    settings that make it fit an 80 GB GPU."""
+    from .memory import NotEstimated, TrainingTrace, fit_advice, format_count
 
     try:
-        result = estimate(*inputs, world_size=world_size, **dependencies)
+        trace = TrainingTrace(cls, config, shape, **dependencies)
+        result = trace.estimate(world_size=world_size)
     except NotEstimated as exc:
         print(f"{line}; training memory: not estimated ({exc})")
         return
@@ -201,6 +201,10 @@ def _print_with_memory(line: str, estimate, *inputs, world_size: int, with_param
     print(f"{line}{params}; {result.describe()}")
     for note in result.notes:
         print(f"      note: {note}")
+    try:
+        print(f"      {fit_advice(trace, world_size)}")
+    except NotEstimated as exc:
+        print(f"      fit on an 80 GB GPU: not estimated ({exc})")
 
 
 def cmd_ls(args) -> int:

@@ -28,6 +28,18 @@ CPU tensors the code makes on its own stay real, as they are in training (LFQ's 
 RoPE position tables: small), so that a size depending on their values, such as the number of
 tokens LFQ samples for its entropy over the codebook, is exact.
 
+Under ``train.strategy: fsdp`` over N GPUs (:mod:`hitvideo_bench.sharding`), the state of the task's
+shard units is divided by N (what lies outside them stays whole), one unit at a time is gathered
+(``gathered``: the largest unit's parameters and their gradient in compute precision, and the next
+unit's parameters, prefetched), the trace runs with the units' parameters in the compute dtype (FSDP's
+mixed precision: autocast then casts no weight), and ``train.cpu_offload`` moves the sharded state to
+CPU memory. With ``train.micro_batch`` the activations are those of one micro-batch.
+
+:func:`fit_advice` says which strategy, number of GPUs and micro-batch make a component fit an 80 GB
+GPU, judged by ``peak_bytes``: the estimate plus twice the largest tensor saved for backward (its
+gradient and its input's gradient exist together while backward runs through it: for the generator
+the logits' log-softmax; the largest single item of what is not counted below).
+
 Not counted, so a real run needs headroom above the estimate: memory that lives only inside
 forward or backward (the gradients of activations while backward runs, the largest being the
 logits' gradient for the generator; the recomputation of one checkpointed block; weights cast inside
@@ -52,7 +64,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import arg_tree_leaves
 
-from .errors import BadInput
+from . import sharding
+from .errors import BadInput, HitbenchError
 from .training import TrainConfig, autocast_dtype
 
 GIB = 2 ** 30
@@ -79,9 +92,10 @@ def _gib(nbytes: int) -> str:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Training memory of one GPU: batch-independent state plus the activations of one step."""
+    """Training memory of one GPU: batch-independent state (and, under fsdp, the gathered units) plus the
+    activations of one step (of one micro-batch with ``train.micro_batch``)."""
 
-    batch: int  # per-GPU micro-batch (rank 0's share)
+    batch: int  # per-GPU share of the global batch (rank 0's)
     global_batch: int  # train.batch_size, split over world_size processes
     world_size: int
     precision: str
@@ -90,17 +104,33 @@ class MemoryEstimate:
     state_bytes: int
     activation_bytes: int
     notes: tuple[str, ...] = ()
+    strategy: str = "ddp"
+    micro_batch: int | None = None  # clips per forward/backward when accumulating (None: the whole share)
+    gathered_bytes: int = 0  # fsdp: units gathered at once
+    largest_saved_bytes: int = 0  # the largest tensor saved for backward
 
     @property
     def total_bytes(self) -> int:
-        return self.state_bytes + self.activation_bytes
+        return self.state_bytes + self.gathered_bytes + self.activation_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The estimate plus the largest tensor saved for backward twice (its gradient and its input's, together
+        while backward runs through it): what :func:`fit_advice` compares with a GPU."""
+        return self.total_bytes + 2 * self.largest_saved_bytes
 
     def describe(self) -> str:
-        """``training memory per GPU at batch 8 (bf16, grad checkpointing): ~X GiB (state Y + activations Z)``."""
+        """``training memory per GPU at batch 8 (bf16, grad checkpointing): ~X GiB (state Y + activations Z)``;
+        with a micro-batch ``at batch 32 of 256 over 8 GPUs in micro-batches of 4 (fsdp, bf16, ...)`` and, under
+        fsdp, ``(state Y + gathered G + activations Z)``."""
         split = f" of {self.global_batch} over {self.world_size} GPUs" if self.world_size > 1 else ""
-        mode = self.precision + (", grad checkpointing" if self.grad_checkpointing else "")
+        if self.micro_batch is not None:
+            split += f" in micro-batches of {self.micro_batch}"
+        mode = ("fsdp, " if self.strategy == "fsdp" else "") + self.precision + (
+            ", grad checkpointing" if self.grad_checkpointing else "")
+        gathered = f" + gathered {_gib(self.gathered_bytes)}" if self.strategy == "fsdp" else ""
         return (f"training memory per GPU at batch {self.batch}{split} ({mode}): ~{_gib(self.total_bytes)} GiB "
-                f"(state {_gib(self.state_bytes)} + activations {_gib(self.activation_bytes)})")
+                f"(state {_gib(self.state_bytes)}{gathered} + activations {_gib(self.activation_bytes)})")
 
 
 def per_gpu_batch(batch_size: int, world_size: int) -> int:
@@ -141,6 +171,10 @@ class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
     @property
     def nbytes(self) -> int:
         return sum(self._saved.values())
+
+    @property
+    def largest(self) -> int:
+        return max(self._saved.values(), default=0)
 
 
 @contextlib.contextmanager
@@ -201,8 +235,10 @@ class _FakeDevice:
         with self.mode, self.device:
             yield
 
-    def saved_bytes(self, step: Callable[[], torch.Tensor], precision: str, exclude: Iterable[nn.Module]) -> int:
-        """Bytes ``step`` (one training forward) saves for backward, under ``precision``'s autocast."""
+    def saved_bytes(self, step: Callable[[], torch.Tensor], precision: str,
+                    exclude: Iterable[nn.Module]) -> tuple[int, int]:
+        """Bytes ``step`` (one training forward) saves for backward, under ``precision``'s autocast, and the bytes of
+        the largest tensor it saves."""
         saved = SavedTensorBytes(self.device.type, exclude)
         dtype = autocast_dtype(precision, self.device.type)
         try:
@@ -213,7 +249,7 @@ class _FakeDevice:
                                f"({exc.func})") from None
         except Exception as exc:  # an op fake tensors cannot run: validate reports it and goes on
             raise NotEstimated(f"the training step cannot be traced ({type(exc).__name__}: {exc})") from None
-        return saved.nbytes
+        return saved.nbytes, saved.largest
 
 
 # ------------------------------------------------------------------------------------------ state
@@ -259,52 +295,214 @@ def first_loss(task: Any, batch: Any, step: int) -> torch.Tensor:
     return trainer.loss
 
 
-def training_memory(cls: type, config: Any, shape: Any, *, world_size: int = 1, device: str | torch.device = "cuda",
-                    **dependencies: Any) -> MemoryEstimate:
-    """Training memory per GPU of a component of class ``cls`` built from ``config`` (and ``dependencies``), from one
-    step of the task its ``training_task(None, device, shapes_only=True)`` returns, on the task's
+class TrainingTrace:
+    """A component's training task built once on a fake device (the class ``cls`` from ``config`` and
+    ``dependencies``; the task its ``training_task(None, device, shapes_only=True)`` returns): its memory per GPU
+    under any strategy, number of GPUs and micro-batch, each micro-batch's step traced once on the task's
     ``example_batch(batch, shape)`` (``shape``: the clip shape for a tokenizer, the token grids for a generator)."""
-    train = getattr(config, "train", None)
-    if not isinstance(train, TrainConfig):
-        raise NotEstimated(f"{cls.__name__}'s config has no train settings (a TrainConfig field named train)")
-    batch = per_gpu_batch(train.batch_size, world_size)
-    fake = _FakeDevice(device)
-    with fake.build():
-        component = cls(config, **dependencies)
-        task = component.training_task(None, fake.device, shapes_only=True)
-        if task is None:
-            raise NotEstimated(f"{cls.__name__} is not trainable (its training_task() returns None)")
+
+    def __init__(self, cls: type, config: Any, shape: Any, *, device: str | torch.device = "cuda",
+                 **dependencies: Any):
+        train = getattr(config, "train", None)
+        if not isinstance(train, TrainConfig):
+            raise NotEstimated(f"{cls.__name__}'s config has no train settings (a TrainConfig field named train)")
+        self.name, self.train, self.shape = cls.__name__, train, shape
+        self.fake = _FakeDevice(device)
+        with self.fake.build():
+            component = cls(config, **dependencies)
+            task = component.training_task(None, self.fake.device, shapes_only=True)
+            if task is None:
+                raise NotEstimated(f"{cls.__name__} is not trainable (its training_task() returns None)")
+        self.task, self.index = task, task.trace_step(train.steps)
+        self._example(1)  # a task may set itself up for its shapes there (before memory_notes)
+        groups = task.param_groups()
+        self.trained = {id(p): p for params in groups.values() for p in params if p.requires_grad}
+        self.modules = list(task.modules().values())
+        self.held = list(task.held_modules())
         try:
-            example = task.example_batch(batch, shape)
-        except NotImplementedError:
-            raise NotEstimated(f"{cls.__name__}'s training task gives no example_batch()") from None
-    index = task.trace_step(train.steps)
+            units = sharding.task_units(task, task.modules())
+        except HitbenchError as exc:
+            raise NotEstimated(f"its shard_units() cannot be used: {exc}") from None
+        # each parameter in its innermost unit (units come inner first), as FSDP gathers it
+        self.unit_of: dict[int, int] = {}
+        for i, unit in enumerate(units):
+            for p in unit.parameters():
+                self.unit_of.setdefault(id(p), i)
+        self.units = units
+        self.extra, task_notes = task.memory_notes()
+        self.notes: list[str] = []
+        if len(self.modules) > 1:
+            self.notes.append("trained beside it: " + ", ".join(
+                f"{name} ({format_count(sum(p.numel() for p in m.parameters()))} parameters)"
+                for name, m in list(task.modules().items())[1:]))
+        for module in self.held:
+            self.notes.append(f"{type(module).__name__} ({format_count(sum(p.numel() for p in module.parameters()))} "
+                              f"parameters) held frozen")
+        self.notes += task_notes
+        self._saved: dict[tuple[int, bool], tuple[int, int]] = {}
 
-    def step() -> torch.Tensor:
-        with torch.random.fork_rng(devices=[]):  # a step's random choices (crops, layers) alike in every estimate
-            torch.manual_seed(0)
-            return first_loss(task, example, index)
+    def activations(self, batch: int, sharded: bool) -> tuple[int, int]:
+        """Bytes one step on ``batch`` clips saves for backward, and its largest saved tensor; ``sharded``: with the
+        units' parameters in FSDP's compute dtype."""
+        key = (batch, sharded and self.train.precision == "bf16")
+        if key not in self._saved:
+            example = self._example(batch)
 
-    groups = task.param_groups()
-    trained = {id(p): p for params in groups.values() for p in params if p.requires_grad}
-    modules = list(task.modules().values())
-    held = [p for module in (*modules, *task.held_modules()) for p in module.parameters() if id(p) not in trained]
-    extra, notes = task.memory_notes()
-    activations = fake.saved_bytes(step, train.precision, exclude=(*modules, *task.held_modules()))
-    buffers = [b for module in (*modules, *task.held_modules()) for b in module.buffers()]
-    state = TRAINED_COPIES * _nbytes(trained.values()) + _nbytes(held) + _nbytes(buffers) + extra
-    if train.ema is not None:
-        state += _nbytes(v for module in modules for v in module.state_dict().values() if v.is_floating_point())
-    task_notes, notes = list(notes), []
-    if len(modules) > 1:
-        notes.append("trained beside it: " + ", ".join(
-            f"{name} ({format_count(sum(p.numel() for p in m.parameters()))} parameters)"
-            for name, m in list(task.modules().items())[1:]))
-    for module in task.held_modules():
-        notes.append(f"{type(module).__name__} ({format_count(sum(p.numel() for p in module.parameters()))} "
-                     f"parameters) held frozen")
-    notes += task_notes
-    return MemoryEstimate(
-        batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
-        grad_checkpointing=train.grad_checkpointing, trainable_params=sum(p.numel() for p in trained.values()),
-        state_bytes=state, activation_bytes=activations, notes=tuple(notes))
+            def step() -> torch.Tensor:
+                with torch.random.fork_rng(devices=[]):  # a step's random choices (crops, layers) alike in every trace
+                    torch.manual_seed(0)
+                    return first_loss(self.task, example, self.index)
+
+            with _parameters_in(self.units, torch.bfloat16 if key[1] else None, self.fake.mode):
+                self._saved[key] = self.fake.saved_bytes(step, self.train.precision,
+                                                         exclude=(*self.modules, *self.held))
+        return self._saved[key]
+
+    def _example(self, batch: int) -> Any:
+        with self.fake.build():
+            try:
+                return self.task.example_batch(batch, self.shape)
+            except NotImplementedError:
+                raise NotEstimated(f"{self.name}'s training task gives no example_batch()") from None
+
+    def estimate(self, *, world_size: int = 1, strategy: str | None = None,
+                 micro_batch: int | None = None, cpu_offload: bool | None = None) -> MemoryEstimate:
+        """Memory per GPU with the global batch split over ``world_size`` processes; ``strategy``, ``micro_batch``
+        and ``cpu_offload`` default to the config's ``train`` settings."""
+        train = self.train
+        strategy = strategy or train.strategy
+        micro_batch = train.micro_batch if micro_batch is None else micro_batch
+        offload = train.cpu_offload if cpu_offload is None else cpu_offload
+        batch = per_gpu_batch(train.batch_size, world_size)
+        micro = min(micro_batch, batch) if micro_batch else None
+        sharded = strategy == "fsdp" and world_size > 1  # one process: nothing to shard over
+        state = self._state(world_size if sharded else 1, offload and sharded)
+        gathered = self._gathered() if sharded else 0
+        activations, largest = self.activations(micro or batch, sharded)
+        notes = list(self.notes)
+        if offload and sharded:
+            cpu = self._state(world_size, False) - state
+            notes.append(f"sharded state in CPU memory (train.cpu_offload): {_gib(cpu)} GiB per process")
+        return MemoryEstimate(
+            batch=batch, global_batch=train.batch_size, world_size=world_size, precision=train.precision,
+            grad_checkpointing=train.grad_checkpointing, trainable_params=sum(p.numel() for p in self.trained.values()),
+            state_bytes=state, activation_bytes=activations, notes=tuple(notes), strategy=strategy,
+            micro_batch=micro, gathered_bytes=gathered, largest_saved_bytes=largest)
+
+    def _state(self, shards: int, offload: bool) -> int:
+        """Bytes of state on one GPU with the units' parameters sharded ``shards`` ways (in CPU memory with
+        ``offload``): trained parameters 16 bytes each, frozen ones their weights, EMA 4 more per floating entry;
+        buffers and held networks whole."""
+
+        def share(p: torch.Tensor, copies: int) -> int:
+            if id(p) not in self.unit_of or shards == 1:
+                return copies * p.numel() * p.element_size()
+            return 0 if offload else sharding.sharded_bytes(p.numel(), shards, copies * p.element_size())
+
+        params = {id(p): p for module in self.modules for p in module.parameters()}
+        state = sum(share(p, TRAINED_COPIES if id(p) in self.trained else 1) for p in params.values())
+        held = [p for module in self.held for p in module.parameters() if id(p) not in params]
+        buffers = [b for module in (*self.modules, *self.held) for b in module.buffers()]
+        state += _nbytes(held) + _nbytes(buffers) + self.extra
+        if self.train.ema is not None:
+            by_storage = {id(p): p for p in params.values()}
+            for module in self.modules:
+                for name, value in module.state_dict(keep_vars=True).items():
+                    if value.is_floating_point():
+                        state += share(by_storage.get(id(value), value), 1)
+        return state
+
+    def _gathered(self) -> int:
+        """The largest unit's parameters and their gradient, and the next unit's parameters (prefetched), in the
+        dtype FSDP computes in."""
+        sizes = [0] * len(self.units)
+        bytes_per = 2 if self.train.precision == "bf16" else 4
+        for module in self.modules:
+            for p in module.parameters():
+                if id(p) in self.unit_of:
+                    sizes[self.unit_of[id(p)]] += p.numel()
+        first, second = (sorted(sizes, reverse=True) + [0, 0])[:2]
+        return (2 * first + second) * bytes_per
+
+
+@contextlib.contextmanager
+def _parameters_in(units: list[nn.Module], dtype: torch.dtype | None, mode: FakeTensorMode) -> Iterator[None]:
+    """The units' floating parameters in ``dtype`` for the block (what FSDP's mixed precision gathers and computes
+    with; made under the fake ``mode``), the originals back after it."""
+    swapped = []
+    with mode:
+        for unit in units if dtype is not None else ():
+            for module in unit.modules():
+                for name, p in list(module._parameters.items()):
+                    if p is not None and p.is_floating_point() and p.dtype != dtype:
+                        swapped.append((module, name, p))
+                        module._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
+    try:
+        yield
+    finally:
+        for module, name, p in swapped:
+            module._parameters[name] = p
+
+
+def training_memory(cls: type, config: Any, shape: Any, *, world_size: int = 1, device: str | torch.device = "cuda",
+                    strategy: str | None = None, micro_batch: int | None = None, **dependencies: Any) -> MemoryEstimate:
+    """Training memory per GPU of a component of class ``cls`` built from ``config`` (and ``dependencies``): see
+    :class:`TrainingTrace`; ``strategy`` and ``micro_batch`` default to the config's ``train`` settings."""
+    trace = TrainingTrace(cls, config, shape, device=device, **dependencies)
+    return trace.estimate(world_size=world_size, strategy=strategy, micro_batch=micro_batch)
+
+
+# ------------------------------------------------------------------------------------------ what fits
+
+#: the GPU :func:`fit_advice` fits components on (80 GB, as an H100 or A100 80GB has)
+GPU_BYTES = 80 * 10 ** 9
+#: the largest number of GPUs :func:`fit_advice` tries
+MAX_GPUS = 64
+
+
+def fit_advice(trace: TrainingTrace, world_size: int) -> str:
+    """Which strategy, number of GPUs and micro-batch make the component fit an 80 GB GPU (its estimate's
+    :attr:`~MemoryEstimate.peak_bytes`): the configured settings if they fit, else the first that does, trying
+    ``world_size`` GPUs then twice as many up to :data:`MAX_GPUS`, the configured strategy before the other, and the
+    largest micro-batch (a power of two, or the whole share) that fits."""
+    train = trace.train
+    current = trace.estimate(world_size=world_size)
+    setting = _setting(current)
+    if current.peak_bytes <= GPU_BYTES:
+        return f"fits 80 GB as configured ({setting}; ~{_gib(current.peak_bytes)} GiB at peak)"
+    worlds = [world_size * 2 ** k for k in range(8)
+              if world_size * 2 ** k <= min(MAX_GPUS, train.batch_size)] or [world_size]
+    strategies = [train.strategy] + [s for s in ("ddp", "fsdp") if s != train.strategy]
+    for world in worlds:
+        share = per_gpu_batch(train.batch_size, world)
+        micro = sorted({2 ** k for k in range(share.bit_length()) if 2 ** k <= share} | {share})
+        for strategy in strategies:
+            fitting = _largest_fitting(trace, world, strategy, micro)
+            if fitting is not None:
+                return (f"fits 80 GB with: {_setting(fitting)} (train.strategy {strategy}, train.micro_batch "
+                        f"{fitting.micro_batch or share}; ~{_gib(fitting.peak_bytes)} GiB at peak)")
+    return (f"does not fit 80 GB: not with ddp or fsdp over up to {worlds[-1]} GPUs at micro-batch 1 "
+            f"({setting} needs ~{_gib(current.peak_bytes)} GiB at peak)")
+
+
+def _setting(estimate: MemoryEstimate) -> str:
+    gpus = f"{estimate.world_size} GPU" + ("s" if estimate.world_size > 1 else "")
+    return f"{estimate.strategy} over {gpus}, micro-batch {estimate.micro_batch or estimate.batch}"
+
+
+def _largest_fitting(trace: TrainingTrace, world: int, strategy: str, micro: list[int]) -> MemoryEstimate | None:
+    """The estimate at the largest of the ascending ``micro`` batches that fits (bisection: activations grow with
+    the micro-batch), or None."""
+    def at(m: int) -> MemoryEstimate:
+        return trace.estimate(world_size=world, strategy=strategy, micro_batch=m)
+
+    if at(micro[0]).peak_bytes > GPU_BYTES:
+        return None
+    lo, hi = 0, len(micro) - 1  # micro[lo] fits; find the last that does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if at(micro[mid]).peak_bytes <= GPU_BYTES:
+            lo = mid
+        else:
+            hi = mid - 1
+    return at(micro[lo])

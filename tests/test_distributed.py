@@ -14,8 +14,13 @@ from safetensors.torch import load_file
 WORKER = Path(__file__).with_name("ddp_fixture_worker.py")
 
 
+def python_path() -> str:
+    """The tests folder, then the caller's own path (so that the workers import the code under test)."""
+    return os.pathsep.join([str(WORKER.parent), os.environ.get("PYTHONPATH", "")])
+
+
 def run_worker(out: Path, nproc: int) -> dict[str, torch.Tensor]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path()}
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(out)]
     else:
@@ -57,7 +62,7 @@ def test_a_recipe_runs_and_resumes_under_torchrun(tmp_path):
     re-run that reuses both finished runs: every rank must call the same collectives in both."""
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(RECIPE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path(),
            "HITBENCH_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", "run", str(recipe),
            "--nproc", "2", "--device", "cpu", "--out", str(tmp_path / "out"), "--quiet"]

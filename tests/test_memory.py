@@ -244,3 +244,89 @@ def test_a_third_party_tokenizer_gets_an_estimate_from_its_own_task():
     assert estimate.activation_bytes >= 4 * 8 * estimate.batch * math.prod(CLIP)  # the conv output, saved by square
     assert memory.format_count(estimate.trainable_params) == "656"
     assert memory.format_count(4_700) == "4.7 k" and memory.format_count(5_220_000_000) == "5.22 B"
+
+
+# ------------------------------------------------------------------------------------------ fsdp, micro-batches
+
+
+def generator_trace(**train):
+    sizes, grids = tiny_pyramid()
+    return memory.TrainingTrace(ARLlamaGenerator, generator_config(**train), grids, device="cpu",
+                                tokenizer=SimpleNamespace(codebook_sizes=sizes))
+
+
+def test_fsdp_shards_the_units_state_and_gathers_one_unit_at_a_time():
+    """Over 4 GPUs the units' parameters (16 bytes each) take a quarter, what lies outside them stays whole; the
+    largest unit is gathered with its gradient, and the next unit's parameters beside it."""
+    from hitvideo_bench.sharding import sharded_bytes
+
+    trace = generator_trace(batch_size=8)
+    ddp, fsdp = trace.estimate(world_size=4), trace.estimate(world_size=4, strategy="fsdp")
+    units = trace.task.shard_units()
+    inside = [p for unit in units for p in unit.parameters()]
+    assert ddp.state_bytes - fsdp.state_bytes == sum(16 * p.numel() - sharded_bytes(p.numel(), 4, 16) for p in inside)
+    sizes = sorted((sum(p.numel() for p in unit.parameters()) for unit in units), reverse=True)
+    assert fsdp.gathered_bytes == 4 * (2 * sizes[0] + sizes[1]) and ddp.gathered_bytes == 0
+    assert fsdp.activation_bytes == ddp.activation_bytes  # fp32: the same step
+    assert fsdp.total_bytes == fsdp.state_bytes + fsdp.gathered_bytes + fsdp.activation_bytes
+    assert "batch 2 of 8 over 4 GPUs (fsdp, fp32): ~" in fsdp.describe() and "+ gathered " in fsdp.describe()
+    one = trace.estimate(world_size=1, strategy="fsdp")  # one process: nothing to shard
+    assert (one.state_bytes, one.gathered_bytes) == (trace.estimate().state_bytes, 0)
+    offload = trace.estimate(world_size=4, strategy="fsdp", cpu_offload=True)
+    assert offload.state_bytes == fsdp.state_bytes - sum(sharded_bytes(p.numel(), 4, 16) for p in inside)
+    assert any("sharded state in CPU memory" in note for note in offload.notes)
+
+
+def test_micro_batches_trace_the_activations_of_one_micro_batch():
+    trace = generator_trace(batch_size=8, micro_batch=2)
+    micro, whole = trace.estimate(world_size=2), trace.estimate(world_size=2, micro_batch=4)
+    assert (micro.batch, micro.micro_batch) == (4, 2)
+    assert micro.activation_bytes == pytest.approx(whole.activation_bytes / 2, rel=0.05)
+    assert micro.state_bytes == whole.state_bytes
+    assert "batch 4 of 8 over 2 GPUs in micro-batches of 2 (fp32)" in micro.describe()
+    assert 0 < micro.largest_saved_bytes < micro.activation_bytes
+    assert micro.peak_bytes == micro.total_bytes + 2 * micro.largest_saved_bytes
+
+
+def test_fsdp_in_bf16_traces_with_weights_already_in_bf16():
+    """FSDP gathers bf16 weights (its mixed precision): autocast then caches no bf16 copy of them for backward."""
+    trace = generator_trace(batch_size=8, precision="bf16")
+    ddp, fsdp = trace.estimate(world_size=2), trace.estimate(world_size=2, strategy="fsdp")
+    linear = sum(m.weight.numel() for unit in trace.task.shard_units() for m in unit.modules()
+                 if isinstance(m, nn.Linear))
+    assert ddp.activation_bytes - fsdp.activation_bytes >= 2 * linear * 0.9
+    assert fsdp.gathered_bytes == trace.estimate(world_size=2, strategy="fsdp", micro_batch=1).gathered_bytes
+    sizes = sorted((sum(p.numel() for p in unit.parameters()) for unit in trace.task.shard_units()), reverse=True)
+    assert fsdp.gathered_bytes == 2 * (2 * sizes[0] + sizes[1])  # in bf16
+
+
+def test_fit_advice_names_the_first_setting_that_fits(monkeypatch):
+    trace = generator_trace(batch_size=4)
+    assert memory.fit_advice(trace, 1).startswith("fits 80 GB as configured (ddp over 1 GPU, micro-batch 4; ~")
+    target = trace.estimate(world_size=4, strategy="fsdp", micro_batch=1)
+    monkeypatch.setattr(memory, "GPU_BYTES", target.peak_bytes)  # only fsdp over 4 GPUs fits (ddp holds it all)
+    assert memory.fit_advice(trace, 1).startswith(
+        "fits 80 GB with: fsdp over 4 GPUs, micro-batch 1 (train.strategy fsdp, train.micro_batch 1; ~")
+    monkeypatch.setattr(memory, "GPU_BYTES", 1)
+    assert memory.fit_advice(trace, 1).startswith(
+        "does not fit 80 GB: not with ddp or fsdp over up to 4 GPUs at micro-batch 1 (ddp over 1 GPU")
+
+
+def test_validate_paper_generator_fits_80_gb_with_fsdp_over_8_gpus(capsys):
+    """The paper generator over hitvideo's codebooks (5.22 B parameters) at the paper's global batch of 256: under
+    DDP over 8 GPUs it needs ~160 GiB per GPU; FSDP over 8 GPUs with micro-batches of 8 brings it under 80 GB."""
+    sets = ["--set", "scale=paper", "--nproc", "8"]
+    for key, value in (("strategy", "fsdp"), ("micro_batch", "8")):
+        sets += ["--set", f"variants.hitvideo.generator.config.train.{key}={value}"]
+    assert main(["validate", str(ROOT / "recipes" / "generation.yaml"), *sets]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("    generator") and "5.22 B parameters" in line)
+    line = lines[i]
+    assert "at batch 32 of 256 over 8 GPUs in micro-batches of 8 (fsdp, bf16, grad checkpointing): ~" in line
+    gib = float(line.split(": ~")[1].split(" GiB")[0])
+    assert gib < 80e9 / 2 ** 30
+    advice = next(line for line in lines[i + 1:] if not line.strip().startswith("note:"))
+    assert advice.strip().startswith("fits 80 GB as configured (fsdp over 8 GPUs, micro-batch 8; ~")
+    other = next(line for line in lines if line.startswith("    generator") and "4.67 B parameters" in line)
+    assert "over 8 GPUs (bf16, grad checkpointing)" in other  # the other variant as configured: ddp
+    assert any(line.strip().startswith("fits 80 GB with: fsdp over 8 GPUs") for line in lines)

@@ -626,3 +626,10 @@ class _Task(TrainingTask):
         return {"tokens_per_clip": int(self.data.tokens.shape[1]) if self.data is not None else None,
                 "text_encoder": self.gen.config.text_encoder,
                 "layer_loss_weights": [round(w, 4) for w in self.gen.layer_weights], "rope_frame": self.gen.config.rope_frame}
+
+    def shard_units(self) -> list[nn.Module]:
+        """FSDP units: each decoder layer, each layer's token embedding and head (over large codebooks most of the
+        parameters), the text projection and the final norm; what the model reads directly (the unconditional
+        text, the start token, the layer embedding) stays whole on every process."""
+        gen = self.gen
+        return [*gen.layers, *gen.token_embeds, *gen.heads, gen.text_proj, gen.norm]

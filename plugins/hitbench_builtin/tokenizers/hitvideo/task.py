@@ -89,6 +89,15 @@ class TokenizerTask(TrainingTask):
     def modules(self) -> dict[str, nn.Module]:
         return {"tokenizer": self.tok} | ({"disc": self.disc} if self.disc is not None else {})
 
+    def shard_units(self) -> list[nn.Module]:
+        """FSDP units: each block of the encoder and decoder (convolutions, residual blocks, up-sampling, norms), each
+        compression and up-sampling stage of the hierarchy, each quantiser projection in and out, the
+        discriminator. The LFQ quantisers hold no parameters."""
+        tok = self.tok
+        blocks = [block for net in (tok.encoder.net, tok.decoder.net) for block in net
+                  if next(block.parameters(), None) is not None]
+        return [*blocks, *tok.stages, *tok.ups, *tok.pre, *tok.post, *([self.disc] if self.disc is not None else [])]
+
     def held_modules(self) -> list[nn.Module]:
         return [self.lpips] if self.lpips is not None else []
 

@@ -68,8 +68,9 @@ class ComponentConfig(BaseModel):
 
 
 def overrides(component: Any, base: type, *names: str) -> bool:
-    """Whether ``component``'s class implements any of the methods ``names`` of its kind's ``base`` class."""
-    return any(getattr(type(component), name) is not getattr(base, name) for name in names)
+    """Whether ``component`` (or its class) implements any of the methods ``names`` of its kind's ``base`` class."""
+    cls = component if isinstance(component, type) else type(component)
+    return any(getattr(cls, name) is not getattr(base, name) for name in names)
 
 
 class EmptyConfig(ComponentConfig):

@@ -18,7 +18,7 @@ import torch
 
 from . import cache
 from .catalog import Catalog
-from .components import BenchMetric, Tokenizer, VideoDataset
+from .components import BenchMetric, Generator, Tokenizer, VideoDataset, overrides
 from .errors import WeightsUnavailable
 from .io import read_json, write_json
 from .recipe import ComponentRef, ResolvedVariant
@@ -393,18 +393,17 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
 
     ref = ctx.variant.spec.generator
     spec = ctx.catalog.get("generator", ref.name)
-    torch.manual_seed(ctx.seed)  # its initial weights: the same whether the tokenizer was just trained or loaded
-    generator = ctx.create("generator", tokenizer=tokenizer)
-    if not generator.trainable:  # e.g. a pretrained generator a plugin loads itself
+    if not overrides(spec.load(), Generator, "training_task", "fit"):  # e.g. a pretrained generator a plugin loads
         ctx.summary["generator"] = {"trained": False}
-        return generator.to(ctx.device).eval()
+        return ctx.create("generator", tokenizer=tokenizer).to(ctx.device).eval()
     identity = {"kind": "generator", "name": ref.name, "version": spec.version, "preset": ref.preset,
                 "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
                 "seed": ctx.seed}
     folder = cache.component_dir("generator", ref.name, identity)
 
     def train() -> tuple[Any, dict[str, Any]]:
-        generator.to(ctx.device)
+        torch.manual_seed(ctx.seed)  # its initial weights: the same whether the tokenizer was just trained or loaded
+        generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
         pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
                                              ctx.variant.spec.evaluate.batch_size)
         return generator, generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device,

@@ -26,6 +26,7 @@ step without random draws, that is the update of the whole batch (up to float su
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 import math
 import os
 import shutil
@@ -83,7 +84,7 @@ class TrainConfig(BaseModel):
         return self
 
 
-class TrainingTask:
+class TrainingTask(ABC):
     """How a component trains: what the shared trainer (:func:`train`) and the memory estimate call.
 
     Implement :meth:`modules` and :meth:`training_step`; :attr:`data` is what the trainer iterates (a map-style
@@ -95,19 +96,19 @@ class TrainingTask:
     #: the map-style dataset the trainer iterates (None for a task built with ``shapes_only``)
     data: Any = None
 
+    @abstractmethod
     def modules(self) -> dict[str, torch.nn.Module]:
         """What is checkpointed (and, under ``torchrun``, kept in sync across processes)."""
-        raise NotImplementedError
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """One AdamW optimiser and LR schedule per group (e.g. ``"main"`` and ``"disc"``); default: every parameter
         of :meth:`modules` in ``"main"``."""
         return {"main": [p for module in self.modules().values() for p in module.parameters()]}
 
+    @abstractmethod
     def training_step(self, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:
         """Compute the losses, call ``trainer.step(loss, group)`` once per group it updates, and return the values
         to log (tensors or floats: the trainer reads them after the step, so a step never waits for the device)."""
-        raise NotImplementedError
 
     def collate(self, items: list[Any]) -> Any:
         """A batch from dataset items (default: :func:`collate_videos`)."""

@@ -69,6 +69,7 @@ def test_single_layer_paper_preset_is_8x17x17():
 def test_smaller_presets_keep_the_structure(preset, clip):
     multi = HiTVideoTokenizer.grid_shapes(HiTVideoConfig.from_preset(preset), *clip)
     single = SingleLayerTokenizer.grid_shapes(SingleLayerConfig.from_preset(preset), *clip)
+    assert len(single) == 1  # one dense layer
     tokens = [math.prod(g) for g in multi]
     assert len(multi) == 4
     assert tokens[0] >= 0.75 * sum(tokens)  # the dense layer holds most tokens (paper: 84 %, tiny: 77 %)
@@ -251,12 +252,19 @@ def test_a_step_adds_the_coarse_reconstruction_by_its_weight():
     assert 1 <= logs["coarse_layers"] <= 3
 
 
-def test_finer_layers_code_the_residual_of_the_coarser_prediction():
-    """Mutation: quantising ``z_l`` instead of ``z_l - p_l`` (overlapping layers, not residuals)."""
+def micro_with_learned_ups() -> HiTVideoTokenizer:
+    """A micro tokenizer in eval mode whose up-sampling stages are no longer a plain repeat (as after training)."""
     tok = micro().eval()
     with torch.no_grad():
         for p in tok.ups.parameters():
             p.add_(0.1 * torch.randn_like(p))
+    return tok
+
+
+def test_finer_layers_code_the_residual_of_the_coarser_prediction():
+    """Mutation: quantising ``z_l`` instead of ``z_l - p_l`` (overlapping layers, not residuals)."""
+    tok = micro_with_learned_ups()
+    with torch.no_grad():
         zs = tok.latents(fixture_video())
         pyramid = tok.encode(fixture_video())
         codes = tok.tokens_to_latents(pyramid)
@@ -271,10 +279,7 @@ def test_finer_layers_code_the_residual_of_the_coarser_prediction():
 
 def test_decoding_from_k_layers_uses_the_coarse_prediction_for_the_rest():
     """Mutation: left-out layers decoded from their tokens anyway, or replaced by a constant."""
-    tok = micro().eval()
-    with torch.no_grad():
-        for p in tok.ups.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    tok = micro_with_learned_ups()
     pyramid = tok.encode(fixture_video())
     changed = TokenPyramid([pyramid.layers[0].flip(-1), *pyramid.layers[1:]], pyramid.codebook_sizes)
     assert torch.equal(tok.decode(pyramid, layers=3), tok.decode(changed, layers=3))  # layer 0 left out

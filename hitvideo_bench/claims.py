@@ -4,6 +4,13 @@ Every variant is measured on the same evaluation clips, so a claim is scored cli
 ``sum_v weight_v * metric_v(clip)`` per clip and seed. Its mean gets a percentile bootstrap interval,
 resampling clips (and, with several seeds, seeds too: a two-level bootstrap), and a verdict. With one seed
 the interval covers the choice of clips only, not training randomness, and the report says so.
+
+A metric of the whole set of clips (a Fréchet distance) has no value per clip. The run then records it on
+:data:`RESAMPLED_DRAWS` bootstrap resamples of the clips, as rows ``METRIC#resample`` of ``per_clip.csv``
+(``clip`` is the resample's number, -1 the value on all clips; a row ``METRIC#clips`` holds how many clips).
+The resamples depend only on the number of clips, so every variant is measured on the same ones: a contrast
+is formed resample by resample (paired), its interval is the percentiles of those contrasts (with several
+seeds, seeds are resampled too), and its mean is the contrast of the values on all clips.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ if TYPE_CHECKING:
 PER_CLIP_COLUMNS = ["recipe", "variant", "seed", "metric", "clip", "value"]
 #: bootstrap resamples; the generator is seeded, so a report is reproducible
 RESAMPLES = 4000
+#: resamples of the clips on which a run recomputes a whole-set metric (each one a full recomputation)
+RESAMPLED_DRAWS = 1000
+#: suffix of the per-clip rows that hold a whole-set metric on resamples of the clips
+RESAMPLE = "#resample"
+#: suffix of the row that holds how many clips those resamples draw from
+RESAMPLED_CLIPS = "#clips"
 
 
 def load_per_clip(path: Path) -> pd.DataFrame:
@@ -46,6 +59,35 @@ def bootstrap_mean(values: np.ndarray, confidence: float, resamples: int = RESAM
     return float(values.mean()), float(lo), float(hi)
 
 
+def bootstrap_indices(clips: int, resamples: int = RESAMPLED_DRAWS, seed: int = 0) -> np.ndarray:
+    """``(resamples, clips)`` clip positions drawn with replacement; the same for every run with this many clips,
+    so that whole-set metrics of two variants are compared on the same resamples."""
+    return np.random.default_rng([seed, clips]).integers(clips, size=(resamples, clips))
+
+
+def resampled_interval(values: np.ndarray, confidence: float, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile interval of a whole-set statistic from ``values (seeds, 1 + resamples)``: column 0
+    the value on all clips, the others its value on the shared resamples (seeds resampled when several)."""
+    rng = np.random.default_rng(seed)
+    whole, draws = values[:, 0], values[:, 1:]
+    s = values.shape[0]
+    rows = rng.integers(s, size=(draws.shape[1], s)) if s > 1 else np.zeros((draws.shape[1], 1), dtype=int)
+    stats = draws[rows, np.arange(draws.shape[1])[:, None]].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.nanpercentile(stats, [tail, 100 - tail])
+    return float(whole.mean()), float(lo), float(hi)
+
+
+def clip_count(per_clip: pd.DataFrame, metric: str) -> int:
+    """How many clips a metric was measured on, per variant and seed (at most): its per-clip values, or the
+    width of its resamples."""
+    sub = per_clip[per_clip["metric"] == metric]
+    if not sub.empty:
+        return int(sub.groupby(["variant", "seed"])["clip"].nunique().max())
+    sub = per_clip[per_clip["metric"] == metric + RESAMPLED_CLIPS]
+    return int(sub["value"].max()) if not sub.empty else 0
+
+
 def covers(seeds: int, clips: int) -> str:
     """What an interval over ``seeds`` x ``clips`` accounts for, in words."""
     if seeds > 1:
@@ -53,18 +95,25 @@ def covers(seeds: int, clips: int) -> str:
     return f"{clips} clips x 1 seed (clips resampled; training randomness not covered)"
 
 
-def term_values(per_clip: pd.DataFrame, term: str, metric: str) -> pd.Series:
+def term_values(per_clip: pd.DataFrame, term: str, metric: str, suffix: str = "") -> pd.Series:
     """Per-clip values ``(seed, clip) -> value`` of one contrast term: ``VARIANT`` (the claim's metric) or
-    ``VARIANT:METRIC``."""
+    ``VARIANT:METRIC``; with ``suffix`` :data:`RESAMPLE`, the metric's values on the resamples."""
     variant, _, own = term.partition(":")
-    sub = per_clip[(per_clip["variant"] == variant) & (per_clip["metric"] == (own or metric))]
+    sub = per_clip[(per_clip["variant"] == variant) & (per_clip["metric"] == (own or metric) + suffix)]
     return sub.groupby(["seed", "clip"])["value"].mean()
+
+
+def is_resampled(per_clip: pd.DataFrame, metric: str, contrast: dict[str, float]) -> bool:
+    """Whether a contrast is measured on resamples: no term has per-clip values, some have resampled ones."""
+    return (all(term_values(per_clip, term, metric).empty for term in contrast)
+            and any(not term_values(per_clip, term, metric, RESAMPLE).empty for term in contrast))
 
 
 def contrast_values(per_clip: pd.DataFrame, metric: str, contrast: dict[str, float]) -> tuple[np.ndarray, str]:
     """The contrast per (seed, clip) as ``(seeds, clips)``, over the seeds and clips every term has; or an
-    empty array and the reason."""
-    terms = {term: term_values(per_clip, term, metric) for term in contrast}
+    empty array and the reason. For a whole-set metric, per (seed, resample): column 0 is all clips."""
+    suffix = RESAMPLE if is_resampled(per_clip, metric, contrast) else ""
+    terms = {term: term_values(per_clip, term, metric, suffix) for term in contrast}
     missing = [term if ":" in term else f"{term} ({metric})" for term, values in terms.items() if values.empty]
     if missing:
         return np.empty((0, 0)), f"no per-clip values for {', '.join(missing)}"
@@ -107,10 +156,13 @@ def evaluate_claims(per_clip: pd.DataFrame, claims: list[ClaimSpec], decimals: i
             records.append({**rec, "mean": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                             "verdict": f"not measured: {why}", "covers": ""})
             continue
-        mean, lo, hi = bootstrap_mean(values, claim.confidence)
+        resampled = is_resampled(per_clip, claim.metric, claim.contrast)
+        interval = resampled_interval if resampled else bootstrap_mean
+        mean, lo, hi = interval(values, claim.confidence)
+        clips = clip_count(per_clip, claim.metric) if resampled else values.shape[1]
         records.append({**rec, "mean": round(mean, decimals), "ci_low": round(lo, decimals),
                         "ci_high": round(hi, decimals), "confidence": claim.confidence,
-                        "verdict": verdict(lo, hi, claim.expect), "covers": covers(*values.shape)})
+                        "verdict": verdict(lo, hi, claim.expect), "covers": covers(values.shape[0], clips)})
     return pd.DataFrame.from_records(records)
 
 
@@ -122,12 +174,16 @@ def variant_intervals(per_clip: pd.DataFrame, metrics: list[str], variant_order:
     for variant in order:
         rec = {"variant": variant}
         for metric in metrics:
+            interval = bootstrap_mean
             sub = per_clip[(per_clip["variant"] == variant) & (per_clip["metric"] == metric)]
+            if sub.empty:
+                interval = resampled_interval
+                sub = per_clip[(per_clip["variant"] == variant) & (per_clip["metric"] == metric + RESAMPLE)]
             if sub.empty:
                 rec[metric] = ""
                 continue
             values = sub.pivot_table(index="seed", columns="clip", values="value").dropna(axis=1).to_numpy(float)
-            mean, lo, hi = bootstrap_mean(values, confidence)
+            mean, lo, hi = interval(values, confidence)
             rec[metric] = f"{mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=["variant", *metrics])
@@ -138,7 +194,8 @@ def write_claims(per_clip: pd.DataFrame, claims: list[ClaimSpec], metrics: list[
     """``claims.md`` (verdicts, then per-variant means with intervals) and ``claims.csv``, written atomically."""
     if per_clip.empty and not claims:
         return []
-    shown = [m for m in metrics if m in set(per_clip["metric"])]
+    measured = set(per_clip["metric"])
+    shown = [m for m in metrics if m in measured or m + RESAMPLE in measured]
     parts = []
     files = []
     if claims:
@@ -152,8 +209,8 @@ def write_claims(per_clip: pd.DataFrame, claims: list[ClaimSpec], metrics: list[
     if shown:
         intervals = variant_intervals(per_clip, shown, variant_order)
         seeds = per_clip["seed"].nunique()
-        clips = per_clip.groupby(["variant", "seed", "metric"])["clip"].nunique().max()
-        parts.append(f"## Means with 95 % bootstrap intervals ({covers(seeds, int(clips))})\n\n"
+        clips = max(clip_count(per_clip, m) for m in shown)
+        parts.append(f"## Means with 95 % bootstrap intervals ({covers(seeds, clips)})\n\n"
                      + intervals.to_markdown(index=False, disable_numparse=True))
     write_text(out_dir / "claims.md", "\n\n".join(parts) + "\n")
     return [*files, out_dir / "claims.md"]

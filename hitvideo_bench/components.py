@@ -369,6 +369,10 @@ class BenchMetric(Metric):
     #: the value is the mean over clips of a value each clip has alone (PSNR, SSIM): the runner then also scores
     #: every clip by itself, for confidence intervals and paired claims (see hitvideo_bench.claims)
     per_clip: ClassVar[bool] = False
+    #: the value is a statistic of the whole set of clips (a Fréchet distance): the runner also recomputes it on
+    #: bootstrap resamples of the clips through :meth:`compute_on`, the same resamples in every variant, for
+    #: confidence intervals and paired claims
+    resampled: ClassVar[bool] = False
     full_state_update: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None, **kwargs):
@@ -378,6 +382,11 @@ class BenchMetric(Metric):
     def provenance(self) -> dict[str, Any]:
         """What a reader needs to compare this value with another table's (extractor, checksum, ...)."""
         return {}
+
+    def compute_on(self, index: torch.Tensor) -> float:
+        """The headline value on the clips ``index`` (positions in update order, repeats allowed); metrics that
+        declare ``resampled`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares resampled but has no compute_on")
 
     def sub_higher_is_better(self, key: str) -> bool | None:
         """Direction of the sub-value ``key`` that :meth:`compute` returns beside the headline (``""``).

@@ -18,6 +18,7 @@ import torch
 
 from . import cache
 from .catalog import Catalog
+from .claims import RESAMPLE, RESAMPLED_CLIPS, bootstrap_indices
 from .components import BenchMetric, Generator, Tokenizer, VideoDataset, overrides
 from .errors import WeightsUnavailable
 from .io import read_json, write_json
@@ -93,11 +94,14 @@ class MetricSet:
 
     Metrics that declare ``per_clip`` are also scored clip by clip, by a second copy of the metric reset for
     each clip: :meth:`clip_rows` gives those values, sub-values as ``metric/key`` (for confidence intervals and
-    paired claims).
+    paired claims). Metrics that declare ``resampled`` (a statistic of the whole set) give their value on the
+    same bootstrap resamples of the clips in every variant instead, as ``metric#resample`` (see
+    :mod:`hitvideo_bench.claims`).
     """
 
     def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
         self.clip_values: dict[str, list[float]] = {}
+        self.clip_counts: dict[str, int] = {}
         self.scratch: dict[str, BenchMetric] = {}
         self.metrics: dict[str, BenchMetric] = {}
         self.unavailable: dict[str, str] = {}
@@ -130,6 +134,7 @@ class MetricSet:
                 continue
             if metric.per_clip:
                 self._score_clips(name, metric, {k: inputs[k] for k in metric.inputs})
+            self.clip_counts[name] = self.clip_counts.get(name, 0) + len(inputs[metric.inputs[0]])
 
     def _score_clips(self, name: str, metric: BenchMetric, inputs: dict[str, Any]) -> None:
         scratch = self.scratch.setdefault(name, metric.clone())
@@ -145,9 +150,19 @@ class MetricSet:
                 self.clip_values.setdefault((f"{name}/{key}" if key else name) + self.suffix, []).append(float(val))
 
     def clip_rows(self) -> list[dict[str, Any]]:
-        """``{metric, clip, value}`` for every clip scored alone, clips numbered in evaluation order."""
-        return [{"metric": name, "clip": i, "value": v} for name, values in self.clip_values.items()
+        """``{metric, clip, value}`` for every clip scored alone, clips numbered in evaluation order; for a
+        resampled metric ``{metric#resample, r, value}`` per bootstrap resample r, and r = -1 for all clips."""
+        rows = [{"metric": name, "clip": i, "value": v} for name, values in self.clip_values.items()
                 for i, v in enumerate(values)]
+        for name, metric in self.metrics.items():
+            count = self.clip_counts.get(name, 0)
+            if not metric.resampled or count < 2:
+                continue
+            draws = [torch.arange(count), *torch.from_numpy(bootstrap_indices(count))]
+            rows += [{"metric": f"{name}{self.suffix}{RESAMPLE}", "clip": r - 1, "value": metric.compute_on(index)}
+                     for r, index in enumerate(draws)]
+            rows.append({"metric": f"{name}{self.suffix}{RESAMPLED_CLIPS}", "clip": -1, "value": count})
+        return rows
 
     def rows(self, step: int | None = None) -> list[Row]:
         out: list[Row] = []

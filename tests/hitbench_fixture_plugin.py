@@ -106,6 +106,35 @@ class FixtureMean(FixtureMAE):
         self.count += pred.numel()
 
 
+class FixtureMeanGap(BenchMetric):
+    """Fixture metric of the whole set (as a Fréchet distance is): the gap between the mean brightness of all
+    ``pred`` clips and of all ``target`` clips; no value per clip, so it is resampled."""
+
+    stages = ("reconstruction", "generation")
+    higher_is_better = False
+    resampled = True
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.add_state("pred_means", default=[], dist_reduce_fx="cat")
+        self.add_state("target_means", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred, target):
+        self.pred_means.append(pred.double().flatten(1).mean(1))
+        self.target_means.append(target.double().flatten(1).mean(1))
+
+    @staticmethod
+    def _cat(state):
+        return state if isinstance(state, torch.Tensor) else torch.cat(state)
+
+    def compute_on(self, index):
+        pred, target = self._cat(self.pred_means), self._cat(self.target_means)
+        return float((pred[index].mean() - target[index].mean()).abs())
+
+    def compute(self):
+        return torch.tensor(self.compute_on(torch.arange(len(self._cat(self.pred_means)))), dtype=torch.float64)
+
+
 # ------------------------------------------------------------------------------------------ tokenizer
 
 #: the fixture tokenizer's layers, densest first: average-pooling windows (t, h, w)
@@ -236,6 +265,7 @@ def hitbench_register_components(catalog):
     catalog.add("codec", "fixture-quantize", FixtureQuantizeCodec, description="test fixture: pixel quantiser")
     catalog.add("metric", "fixture-mae", FixtureMAE, description="test fixture: mean absolute error")
     catalog.add("metric", "fixture-mean", FixtureMean, description="test fixture: mean pixel of generated clips")
+    catalog.add("metric", "fixture-mean-gap", FixtureMeanGap, description="test fixture: a whole-set metric")
     catalog.add("tokenizer", "fixture-pool", FixturePoolTokenizer, description="test fixture: pooled-sign tokens")
     catalog.add("generator", "fixture-unigram", FixtureUnigramGenerator, description="test fixture: token histogram")
 

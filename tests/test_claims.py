@@ -116,3 +116,56 @@ def test_a_claim_naming_an_unknown_variant_is_located(tmp_path):
             load_recipe(path)
     finally:
         get_plugins([])
+
+
+RESAMPLED_RECIPE = RECIPE.replace("[fixture-mae]", "[fixture-mae, fixture-mean-gap]") + """\
+  - {id: gap, claim: "more levels, a smaller brightness gap", metric: fixture-mean-gap,
+     contrast: {fine: 1, coarse: -1}, expect: negative}
+table: {columns: [fixture-mae, fixture-mean-gap]}
+"""
+
+
+def test_a_whole_set_metric_is_resampled_alike_in_every_variant_and_its_claim_paired(tmp_path):
+    """A metric without per-clip values gets the same bootstrap resamples in every variant, its claim a paired
+    interval around the contrast of the whole-set values. Kills: a claim on one term's resamples, or a whole-set
+    metric left out of the per-variant intervals."""
+    get_plugins(["hitbench_fixture_plugin"])
+    try:
+        path = tmp_path / "r.yaml"
+        path.write_text(RESAMPLED_RECIPE)
+        result = run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False))
+    finally:
+        get_plugins([])
+    per_clip = pd.read_csv(result.out_dir / "per_clip.csv")
+    gap = per_clip[per_clip["metric"] == "fixture-mean-gap#resample"]
+    assert sorted(gap["clip"].unique()) == list(range(-1, 1000))  # all clips, then the resamples
+    assert per_clip[per_clip["metric"] == "fixture-mean-gap#clips"]["value"].unique().tolist() == [4]
+    whole = gap[gap["clip"] == -1].set_index(["variant", "seed"])["value"]
+    table = result.results[result.results["metric"] == "fixture-mean-gap"].set_index(["variant", "seed"])["value"]
+    assert whole.to_dict() == pytest.approx(table.to_dict())
+    # the paired contrast per resample, recomputed from the fixture's clip means on the shared resamples
+    wide = gap[gap["clip"] >= 0].pivot_table(index=["seed", "clip"], columns="variant", values="value")
+    contrast = (wide["fine"] - wide["coarse"]).groupby("clip").mean()
+    claims = pd.read_csv(result.out_dir / "claims.csv").set_index("claim")
+    expected = (whole.xs("fine", level="variant") - whole.xs("coarse", level="variant")).mean()
+    assert claims.loc["gap", "mean"] == pytest.approx(expected, abs=1e-3)
+    assert claims.loc["gap", "ci_low"] <= expected <= claims.loc["gap", "ci_high"]
+    assert claims.loc["gap", "ci_low"] >= contrast.min() - 1e-3 and claims.loc["gap", "ci_high"] <= contrast.max() + 1e-3
+    assert claims.loc["gap", "covers"] == "4 clips x 2 seeds (clips and seeds resampled)"
+    assert "fixture-mean-gap" in (result.out_dir / "claims.md").read_text().split("## Means")[1]
+
+
+def test_resampled_interval_pairs_the_resamples():
+    """Two variants whose whole-set values move together over the resamples have a narrow paired interval.
+    Kills: draws that depend on anything but the clip count (unpaired), or the mean of the draws as the value."""
+    from hitvideo_bench.claims import bootstrap_indices, resampled_interval
+
+    x = np.random.default_rng(0).normal(size=50)
+    draws = bootstrap_indices(50)
+    assert np.array_equal(draws, bootstrap_indices(50)) and not np.array_equal(draws[:, :49], bootstrap_indices(49))
+    a = np.concatenate([[x.std()], [x[i].std() for i in draws]])
+    b = np.concatenate([[(x * 1.1).std()], [(x[i] * 1.1).std() for i in draws]])
+    mean, lo, hi = resampled_interval((b - a)[None, :], 0.95)
+    assert mean == pytest.approx(0.1 * x.std())
+    _, lo_a, hi_a = resampled_interval(a[None, :], 0.95)
+    assert 0 < lo < mean < hi and hi - lo < 0.2 * (hi_a - lo_a)

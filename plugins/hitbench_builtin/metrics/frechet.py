@@ -68,6 +68,8 @@ class FrechetFeatureMetric(BenchMetric):
     inputs = ("pred", "target")
     stages = ("reconstruction", "generation")
     higher_is_better = False
+    #: the distance is a statistic of the whole set: intervals and paired claims resample the clips
+    resampled = True
     min_stable_clips: int = 256
 
     def __init__(self, config=None, **kwargs):
@@ -106,6 +108,15 @@ class FrechetFeatureMetric(BenchMetric):
         value = frechet_distance_of(real, gen) if min(n, m) >= 2 else math.nan
         return {"": torch.tensor(value, dtype=torch.float64), "real_clips": torch.tensor(float(n)),
                 "gen_clips": torch.tensor(float(m))}
+
+    def compute_on(self, index: torch.Tensor) -> float:
+        """The distance over the clips ``index``, each generated clip resampled together with its real one."""
+        real, gen = self._stacked(self.real_features), self._stacked(self.gen_features)
+        if real.shape[0] != gen.shape[0]:
+            raise ValueError(f"{type(self).__name__}: resampling needs one real clip per generated one, "
+                             f"got {real.shape[0]} real and {gen.shape[0]} generated")
+        index = index.to(real.device)
+        return frechet_distance_of(real[index], gen[index]) if index.numel() >= 2 else math.nan
 
     def warning(self) -> str:
         """Why the value is not a stable estimate ("" when it is)."""

@@ -198,7 +198,8 @@ def plot(df: pd.DataFrame, spec: PlotSpec, variant_order: list[str], out_dir: Pa
 
     measured = df[df["source"].isin(["measured", "timing"])]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    draw = {"bar": _bar_plot, "line": _line_plot, "layers": _layers_plot, "rd": _rd_plot}[spec.kind]
+    draw = {"bar": _bar_plot, "line": _line_plot, "layers": _layers_plot, "rd": _rd_plot,
+            "sweep": _sweep_plot}[spec.kind]
     if not draw(ax, measured, spec, variant_order):
         plt.close(fig)
         return None
@@ -303,6 +304,46 @@ def _rd_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str
     ax.set_ylabel(spec.metric)
     ax.legend(fontsize=7)
     return drawn
+
+
+def swept_values(variants: Sequence[str], key: str) -> dict[str, tuple[str, float]]:
+    """Variant -> (the variant it was swept from, its value of ``key``), read from the names a sweep gives
+    (``ORIGIN-KEY=VALUE[-KEY2=VALUE2]``); variants without a numeric ``key`` are left out."""
+    import re
+
+    out = {}
+    for variant in variants:
+        match = re.search(rf"-{re.escape(key)}=([^-=]+(?:e-\d+)?)(?=-[\w.]+=|$)", variant)
+        if match:
+            try:
+                value = float(match.group(1))
+            except ValueError:
+                continue
+            origin = variant[:match.start()] + variant[match.end():]
+            out[variant] = (origin, value)
+    return out
+
+
+def _sweep_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str]) -> bool:
+    """``spec.metric`` (mean, ± std over seeds) over the swept setting ``spec.by``; a line per origin variant."""
+    final = _final(measured)
+    data = final[final["metric"] == spec.metric].groupby("variant")["value"].agg(["mean", "std"])
+    swept = swept_values([v for v in dict.fromkeys(variant_order + list(data.index)) if v in data.index], spec.by)
+    lines: dict[str, list[tuple[float, float, float]]] = {}
+    for variant, (origin, value) in swept.items():
+        mean, std = data.loc[variant, "mean"], data.loc[variant, "std"]
+        if not pd.isna(mean):
+            lines.setdefault(origin, []).append((value, mean, 0.0 if pd.isna(std) else std))
+    for origin, points in lines.items():
+        xs, ys, errs = zip(*sorted(points))
+        (line,) = ax.plot(xs, ys, marker="o", markersize=4, label=origin)
+        if any(errs):
+            ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor=line.get_color(), capsize=2)
+    ax.set_xlabel(spec.by)
+    ax.set_ylabel(spec.metric)
+    if lines:
+        ax.legend(fontsize=8)
+    return bool(lines)
 
 
 def _grouped_bars(ax, data: pd.DataFrame, groups: dict[str, list[str]]) -> None:

@@ -169,7 +169,7 @@ def test_variant_rules(tmp_path):
         load_recipe(path)
     path = write(tmp_path, "r2.yaml", BASE + "variants:\n  q: {codec: {name: fixture-quantize}}\n"
                  "plots: [{kind: pie, metric: psnr}]\n")
-    with pytest.raises(BadInput, match=r"plots.0.kind: Input should be 'bar', 'line', 'layers' or 'rd', got 'pie'"):
+    with pytest.raises(BadInput, match=r"plots.0.kind: Input should be 'bar', 'line', 'layers', 'rd' or 'sweep', got 'pie'"):
         load_recipe(path)
 
 

@@ -77,3 +77,44 @@ def test_rd_plot_draws_a_line_per_codec_and_both_rates_per_tokenizer(figures, tm
     assert lines["hitvideo (bpp-entropy)"].get_markerfacecolor() == "none"
     assert "bpp" in ax.get_xlabel() and ax.get_ylabel() == "psnr"
     assert report.plot(df, PlotSpec(kind="rd", metric="ssim"), order, tmp_path) is None  # nothing to draw
+
+
+def test_sweep_plot_draws_a_line_per_swept_variant_over_the_setting(figures, tmp_path):
+    """Kills: points left in variant order instead of sorted by the setting, or every variant on one line."""
+    rows = [cell(f"{v}-cfg_scale={s}", "prompt-acc", acc, True)
+            for v, points in {"hitvideo": [(5.0, 0.4), (1.0, 0.1), (3.0, 0.3)], "single": [(1.0, 0.2)]}.items()
+            for s, acc in points]
+    rows.append(cell("mean-colour", "prompt-acc", 0.9, True))  # not swept: not drawn
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    spec = PlotSpec(kind="sweep", metric="prompt-acc", by="cfg_scale")
+    assert report.plot(df, spec, list(df["variant"]), tmp_path) == tmp_path / "sweep_prompt-acc.png"
+    ax = figures[0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"hitvideo", "single"}
+    assert list(lines["hitvideo"].get_xdata()) == [1.0, 3.0, 5.0]
+    assert list(lines["hitvideo"].get_ydata()) == [0.1, 0.3, 0.4]
+    assert ax.get_xlabel() == "cfg_scale"
+    assert report.swept_values(["a-steps=200-cfg_scale=2.5"], "steps") == {"a-steps=200-cfg_scale=2.5":
+                                                                          ("a-cfg_scale=2.5", 200.0)}
+
+
+def test_a_sweep_plot_names_a_swept_key(tmp_path):
+    """A sweep plot whose ``by`` is no swept key is bad input at its line, naming the allowed keys."""
+    from hitvideo_bench.errors import BadInput
+    from hitvideo_bench.manager import get_plugins
+    from hitvideo_bench.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("version: 1\nrecipe: r\ndataset: {name: fixture-noise, eval_clips: 2}\n"
+                    "evaluate: {reconstruction: [fixture-mae]}\n"
+                    "variants: {q: {codec: {name: fixture-quantize}}}\n"
+                    "sweep: {codec.config.levels: [2, 4]}\n"
+                    "plots:\n  - {kind: sweep, metric: fixture-mae, by: level}\n")
+    get_plugins(["hitbench_fixture_plugin"])
+    try:
+        with pytest.raises(BadInput, match=r"r\.yaml:8: plots\.0\.by: .*allowed: levels"):
+            load_recipe(path)
+        path.write_text(path.read_text().replace("by: level}", "by: levels}"))
+        assert [v.name for v in load_recipe(path).variants] == ["q-levels=2", "q-levels=4"]
+    finally:
+        get_plugins([])

@@ -100,4 +100,15 @@ def test_bad_split_and_caption():
     with pytest.raises(BadInput, match="unknown colour 'teal'"):
         parse_caption("a small teal circle moves left on a grey background")
     with pytest.raises(IndexError):
-        hb.create_dataset("synthetic-shapes", split="val")[32]
+        hb.create_dataset("synthetic-shapes", split="val")[128]
+
+
+def test_a_split_identity_ignores_the_other_splits_sizes():
+    """A tokenizer trained on ``train`` stays cached when only the val split grows. Kills: the identity of the
+    whole config (every tokenizer retrained), or one without the split's own size."""
+    train = hb.create_dataset("synthetic-shapes", split="train")
+    bigger_val = hb.create_dataset("synthetic-shapes", split="train", val_clips=512, test_clips=7)
+    assert train.identity() == bigger_val.identity()
+    assert train.identity() != hb.create_dataset("synthetic-shapes", split="train", train_clips=8).identity()
+    assert (hb.create_dataset("synthetic-shapes", split="val").identity()
+            != hb.create_dataset("synthetic-shapes", split="val", val_clips=512).identity())

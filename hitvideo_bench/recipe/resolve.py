@@ -305,3 +305,9 @@ def _check_names(recipe: Recipe, variants: list[ResolvedVariant], located: Locat
         if plot.kind == "line" and not any(v.spec.evaluate.curve for v in variants):
             path = f"plots.{i}"
             problems.append(Problem("a 'line' plot needs evaluate.curve in some variant", *located.locate(path), path))
+        swept = [key.split(".")[-1] for key in recipe.sweep]
+        if plot.kind == "sweep" and plot.by not in swept:
+            path = f"plots.{i}.by"
+            problems.append(Problem(f"a 'sweep' plot needs 'by': one of the swept keys' last parts "
+                                    f"(allowed: {', '.join(swept) or 'none: the recipe has no sweep'})",
+                                    *located.locate(path if plot.by else f"plots.{i}"), path))

@@ -105,9 +105,10 @@ class TableSpec(Strict):
 
 class PlotSpec(Strict):
     """A plot: ``bar`` (value per variant), ``line`` (value over training step), ``layers`` (value per k),
-    ``rd`` (rate-distortion: ``metric`` over the rate metrics ``x``; a line per group, a point per other variant)."""
+    ``rd`` (rate-distortion: ``metric`` over the rate metrics ``x``; a line per group, a point per other variant),
+    ``sweep`` (value over a swept setting ``by``; a line per variant the sweep was applied to)."""
 
-    kind: Literal["bar", "line", "layers", "rd"]
+    kind: Literal["bar", "line", "layers", "rd", "sweep"]
     metric: str
     title: str | None = None
     file: str | None = None
@@ -117,6 +118,8 @@ class PlotSpec(Strict):
     x: list[str] = Field(default_factory=lambda: ["bpp", "bpp-entropy"], min_length=1,
                          description="rd: rate metrics on the x axis; the first drawn filled, each further one hollow "
                                      "beside it (e.g. nominal and entropy-coded bpp)")
+    by: str | None = Field(None, description="sweep: the swept key on the x axis, its last part as in the variant "
+                                             "names (e.g. cfg_scale for evaluate.generation.cfg_scale)")
 
 
 class ClaimSpec(Strict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -40,7 +41,7 @@ class SyntheticShapesConfig(ComponentConfig):
     width: int = Field(64, ge=8)
     fps: float = Field(8.0, gt=0)
     train_clips: int = Field(256, ge=1)
-    val_clips: int = Field(32, ge=1)
+    val_clips: int = Field(128, ge=1, description="128 at tiny: enough generated clips for claim intervals")
     test_clips: int = Field(32, ge=1)
     seed: int = 0
     static_fraction: float = Field(0.2, ge=0, le=1, description="share of clips whose shape stays still")
@@ -103,6 +104,12 @@ class SyntheticShapes(VideoDataset):
 
     def __len__(self) -> int:
         return self.count
+
+    def identity(self) -> dict[str, Any]:
+        """Config and split, without the sizes of the other splits: a clip depends only on its own split, so a
+        tokenizer trained on ``train`` is reused when only ``val_clips`` changes."""
+        others = {f"{s}_clips" for s in ("train", "val", "test") if s != self.split}
+        return {**super().identity(), "config": self.config.model_dump(exclude=others)}
 
     def _generator(self, index: int) -> torch.Generator:
         stream = zlib.crc32(f"synthetic-shapes/{self.split}/{self.config.seed}".encode())

@@ -82,6 +82,13 @@ def clip_batches(dataset: VideoDataset, count: int, batch_size: int, device: tor
 # ------------------------------------------------------------------------------------------- metrics
 
 
+def clip_count(inputs: dict[str, Any], names: Sequence[str]) -> int:
+    """How many clips a metric's inputs hold: the length of ``pred``, else of its first input (a token pyramid
+    by its batch size)."""
+    value = inputs["pred"] if "pred" in names else inputs[names[0]]
+    return value.batch_size if isinstance(value, TokenPyramid) else len(value)
+
+
 def one_clip(value: Any, i: int) -> Any:
     """Clip ``i`` of a batched metric input (tensors and lists by their first index), or None when it has none."""
     if isinstance(value, (torch.Tensor, list)):
@@ -134,11 +141,12 @@ class MetricSet:
                 continue
             if metric.per_clip:
                 self._score_clips(name, metric, {k: inputs[k] for k in metric.inputs})
-            self.clip_counts[name] = self.clip_counts.get(name, 0) + len(inputs[metric.inputs[0]])
+            if metric.resampled:  # compute_on indexes the clips in update order
+                self.clip_counts[name] = self.clip_counts.get(name, 0) + clip_count(inputs, metric.inputs)
 
     def _score_clips(self, name: str, metric: BenchMetric, inputs: dict[str, Any]) -> None:
         scratch = self.scratch.setdefault(name, metric.clone())
-        batch = len(inputs["pred"]) if "pred" in inputs else len(next(iter(inputs.values())))
+        batch = clip_count(inputs, metric.inputs)
         for i in range(batch):
             clip = {k: one_clip(v, i) for k, v in inputs.items()}
             if any(v is None for v in clip.values()):

@@ -31,7 +31,7 @@ dataset: {name: fixture-noise, eval_clips: 3}
 evaluate:
   batch_size: 2
   compression: true
-  reconstruction: [fixture-mae]
+  reconstruction: [fixture-mae, fixture-mean-gap, codebook]   # per clip, whole-set, on token pyramids
   layers: all
   curve: [fixture-mae]
   curve_clips: 2

@@ -150,9 +150,14 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     # and each distinct "unavailable: <hint>" left becomes a lettered note
     hints = sorted({c for c in wide.to_numpy().ravel() if isinstance(c, str) and c.startswith("unavailable")})
     labels = {h: f"unavailable ({chr(ord('a') + i)})" for i, h in enumerate(hints)}
-    dropped = [c for c in wide.columns[1:] if wide[c].map(lambda v: str(v).startswith("unavailable")).all()]
+    def no_number(column: pd.Series) -> bool:  # every variant that measures it lacks its weights
+        cells = [str(v) for v in column if str(v) != ""]
+        return bool(cells) and all(v.startswith("unavailable") for v in cells)
+
+    dropped = [c for c in wide.columns[1:] if no_number(wide[c])]
     short = wide.drop(columns=dropped).replace(labels)
-    footnotes = _footnotes(df, labels, [(c, labels[wide[c].iloc[0]]) for c in dropped], notes)
+    first = {c: next(v for v in wide[c] if str(v).startswith("unavailable")) for c in dropped}
+    footnotes = _footnotes(df, labels, [(c, labels[first[c]]) for c in dropped], notes)
     md = f"# {heading}\n\n{short.to_markdown(index=False, disable_numparse=True)}\n\n{footnotes}"
     files = [out_dir / "table.md", out_dir / "table.csv", out_dir / "table.html"]
     write_text(files[0], md)

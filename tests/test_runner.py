@@ -313,13 +313,19 @@ def test_markdown_letters_each_unavailable_hint_and_keeps_it_in_the_notes(tmp_pa
 
     df = pd.DataFrame([cell("a", "psnr", 20.0), cell("a", "lpips", float("nan"), "unavailable: get LPIPS"),
                        cell("b", "psnr", 21.0), cell("b", "lpips", float("nan"), "unavailable: get LPIPS"),
-                       cell("b", "fvd", float("nan"), "unavailable: get I3D")], columns=COLUMNS)
+                       cell("b", "fvd", float("nan"), "unavailable: get I3D"),
+                       cell("a", "clipsim", float("nan"), "unavailable: get CLIP"), cell("b", "clipsim", 0.3)],
+                      columns=COLUMNS)
     md_file, csv_file, _ = write_tables(df, TableSpec(), ["a", "b"], tmp_path, "t")
     md = md_file.read_text()
-    # lpips: unavailable for every variant, so one mention in the notes instead of a column; fvd: one cell
-    assert "lpips" not in md.split("\n\n")[1] and "left out of this table" in md and "lpips (b)" in md
-    assert md.count("unavailable (a)") == 1 + 1 and md.count("unavailable (b)") == 1  # cells + note
-    assert "- unavailable (a): get I3D" in md and "- unavailable (b): get LPIPS" in md
+    # lpips: unavailable for every variant, fvd for every variant that measures it (a does not): one mention
+    # each in the notes instead of a column; clipsim has a number, so it stays, with a lettered cell
+    header = md.split("\n\n")[1].splitlines()[0]
+    assert "lpips" not in header and "fvd" not in header and "clipsim" in header
+    assert "left out of this table" in md and "lpips (c)" in md and "fvd (b)" in md
+    assert md.count("unavailable (a)") == 1 + 1 and md.count("unavailable (c)") == 1  # cell + note, note
+    assert "- unavailable (b): get I3D" in md and "- unavailable (c): get LPIPS" in md
+    assert "- unavailable (a): get CLIP" in md
     assert "unavailable: get LPIPS" in csv_file.read_text()  # csv keeps the column and the full text
 
 

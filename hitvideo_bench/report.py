@@ -174,9 +174,10 @@ def _footnotes(df: pd.DataFrame, labels: dict[str, str], dropped: list[tuple[str
     if (~df["source"].isin(["measured", "timing"])).any():
         notes.append("Rows whose source is not 'measured' are copied from the publication named, not measured here.")
     if dropped:
-        notes.append("Not measured for any variant, so left out of this table (table.csv and table.html keep the "
-                     "columns): " + ", ".join(f"{col.removesuffix(' ↑').removesuffix(' ↓')} {label.removeprefix('unavailable ')}"
-                               for col, label in dropped))
+        names = [f"{col.removesuffix(' ↑').removesuffix(' ↓')} {label.removeprefix('unavailable ')}"
+                 for col, label in dropped]
+        notes.append("No number for any variant (weights missing), so left out of this table (table.csv and "
+                     "table.html keep the columns): " + ", ".join(names))
     notes += [f"{label}: {hint.removeprefix('unavailable: ')}" for hint, label in labels.items()]
     notes += extra
     return "\n".join(f"- {n}" for n in notes) + "\n"

@@ -118,6 +118,6 @@ def test_an_unknown_field_inside_a_list_of_models_and_a_bad_literal(tmp_path):
     with pytest.raises(BadInput) as info:
         load_recipe(path)
     text = str(info.value)
-    assert f"{path}:6: plots.0.kindd: unknown field. (did you mean 'kind'?) Allowed: file, groups, kind, metric, " \
-           "title" in text
+    assert f"{path}:6: plots.0.kindd: unknown field. (did you mean 'kind'?) Allowed: by, file, groups, kind, " \
+           "metric, title, x" in text
     assert f"{path}:3: scale: Input should be 'tiny', 'small' or 'paper', got 'huge'" in text

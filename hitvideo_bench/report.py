@@ -10,6 +10,7 @@ from the reproducible ``metrics.csv``) or where a reference row was copied from 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,7 @@ def write_tables(df: pd.DataFrame, table: TableSpec, variant_order: list[str], o
     # and each distinct "unavailable: <hint>" left becomes a lettered note
     hints = sorted({c for c in wide.to_numpy().ravel() if isinstance(c, str) and c.startswith("unavailable")})
     labels = {h: f"unavailable ({chr(ord('a') + i)})" for i, h in enumerate(hints)}
+
     def no_number(column: pd.Series) -> bool:  # every variant that measures it lacks its weights
         cells = [str(v) for v in column if str(v) != ""]
         return bool(cells) and all(v.startswith("unavailable") for v in cells)
@@ -315,8 +317,6 @@ def _rd_plot(ax, measured: pd.DataFrame, spec: PlotSpec, variant_order: list[str
 def swept_values(variants: Sequence[str], key: str) -> dict[str, tuple[str, float]]:
     """Variant -> (the variant it was swept from, its value of ``key``), read from the names a sweep gives
     (``ORIGIN-KEY=VALUE[-KEY2=VALUE2]``); variants without a numeric ``key`` are left out."""
-    import re
-
     out = {}
     for variant in variants:
         match = re.search(rf"-{re.escape(key)}=([^-=]+(?:e-\d+)?)(?=-[\w.]+=|$)", variant)

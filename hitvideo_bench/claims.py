@@ -156,6 +156,11 @@ def evaluate_claims(per_clip: pd.DataFrame, claims: list[ClaimSpec], decimals: i
             records.append({**rec, "mean": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                             "verdict": f"not measured: {why}", "covers": ""})
             continue
+        if values.shape[0] * values.shape[1] < 2:  # one clip of one seed: nothing to resample
+            records.append({**rec, "mean": round(float(values.mean()), decimals), "ci_low": math.nan,
+                            "ci_high": math.nan, "verdict": "inconclusive: one clip of one seed, no interval",
+                            "covers": covers(*values.shape)})
+            continue
         resampled = is_resampled(per_clip, claim.metric, claim.contrast)
         interval = resampled_interval if resampled else bootstrap_mean
         mean, lo, hi = interval(values, claim.confidence)

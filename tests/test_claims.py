@@ -169,3 +169,13 @@ def test_resampled_interval_pairs_the_resamples():
     assert mean == pytest.approx(0.1 * x.std())
     _, lo_a, hi_a = resampled_interval(a[None, :], 0.95)
     assert 0 < lo < mean < hi and hi - lo < 0.2 * (hi_a - lo_a)
+
+
+def test_one_clip_gives_no_interval_and_no_verdict():
+    """A claim measured on a single clip of a single seed is inconclusive, not a zero-width interval that holds.
+    Kills: bootstrapping one value (an interval of width 0 on the expected side)."""
+    df = frame({("multi", "psnr"): [[21.0]], ("single", "psnr"): [[20.0]]})
+    claims = [ClaimSpec(id="c", claim="multi beats single", metric="psnr", contrast={"multi": 1, "single": -1})]
+    row = evaluate_claims(df, claims).iloc[0]
+    assert row["mean"] == 1.0 and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+    assert row["verdict"].startswith("inconclusive") and row["covers"].startswith("1 clips x 1 seed")

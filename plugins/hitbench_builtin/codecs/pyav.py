@@ -15,7 +15,9 @@ Every encode is deterministic on a machine (so a ``target_bpp`` search picks the
 encoder threads are pinned by ``threads``; libx265 gets a CTU size that leaves at least two CTUs across
 each side of the frame and runs without its assembly kernels, since with one 64x64 CTU per frame its
 motion search, and its assembly coefficient coding at any CTU size, read uninitialised memory (valgrind):
-the output varied run to run and an encode could crash (docs/codecs.md).
+the output varied run to run and an encode could crash. libx264 runs without its assembly kernels too: with
+them about one encode in 150 of the same clip gave another stream, depending on the process's heap, while
+the C kernels gave one stream in every repetition (docs/codecs.md).
 """
 
 from __future__ import annotations
@@ -171,10 +173,14 @@ class PyAVCodec(Codec):
 
 
 class X264Codec(PyAVCodec):
-    """H.264 via libx264; its version/options SEI (~680 bytes, no option removes it) is stripped."""
+    """H.264 via libx264 without its assembly kernels (their output depended on the heap); its version/options
+    SEI (~680 bytes, no option removes it) is stripped."""
 
     encoder, decoder = "libx264", "h264"
     counted = PyAVCodec.counted + "; x264 version/options SEI stripped"
+
+    def options(self, crf, height, width):
+        return {**super().options(crf, height, width), "x264-params": "no-asm=1"}
 
     def strip(self, packets):
         return [b"".join(nal for nal in split_annexb(p) if not _is_x264_banner(nal)) for p in packets]

@@ -5,6 +5,7 @@ and the provenance in ``manifest.json``."""
 from __future__ import annotations
 
 import json
+import platform
 import random
 import re
 import time
@@ -150,8 +151,10 @@ def test_the_manifest_records_the_recipe_machine_and_runs(resolved):
         "recipe": "fixture-recon", "recipe_file": str(resolved.path), "run_id": resolved.run_id(), "seeds": [0, 1],
         "scale": "tiny", "device": "cpu", "reused_runs": ["q/seed-1"], "failed_runs": {},
         "resumed_training": {"q/seed-0": {"tokenizer": 3}}, "runs": summaries}
-    assert 2.0 <= manifest["wall_time_s"] < 3600 and manifest["device_name"]
-    assert manifest["peak_memory"]["cpu_max_rss_mib"] > 10
+    assert 2.0 <= manifest["wall_time_s"] < 3600
+    assert manifest["device_name"] == (platform.processor() or platform.machine())
+    assert 10 < manifest["peak_memory"]["cpu_max_rss_mib"] < 2**20  # MiB: more than a bare interpreter, < 1 TiB
+    assert manifest["plugin_failures"] == {}
     assert manifest["versions"]["hitvideo-bench"] == runner_mod.__version__
     assert manifest["plugins"]["hitbench_fixture_plugin"] == {"distribution": "-p", "version": "local"}
     commit = manifest["git_commit"]
@@ -236,3 +239,32 @@ def test_an_unwritable_output_folder_is_named_with_the_reason(resolved, tmp_path
     out_dir = tmp_path / "file" / "fixture-recon" / resolved.run_id()
     assert str(info.value) == f"output directory not writable: {out_dir} (Not a directory)"
     assert Path(tmp_path / "file").read_text() == "x"
+
+
+def test_jobs_give_workers_the_unfinished_runs_and_report_a_failed_worker_with_its_log(resolved, tmp_path,
+                                                                                       monkeypatch):
+    """Kills: run_recipe under ``--jobs`` handing workers finished runs too (or none), counting a worker's run as
+    reused, or losing a failed worker's error and log. The workers are stood in for by in-process ``--only`` runs."""
+    calls = []
+
+    def workers(names, command, jobs, logs):
+        calls.append((list(names), command, jobs, logs))
+        for name in names:
+            if name != "q/seed-1":  # q/seed-1's worker fails
+                run_recipe(resolved, RunOptions(out=tmp_path, progress=False, only=name))
+        return {"q/seed-1": "worker exit 1: boom"}
+
+    monkeypatch.setattr(runner_mod, "run_workers", workers)
+    options = RunOptions(out=tmp_path, progress=False, jobs=2, worker_command=["hitbench", "run"])
+    with pytest.raises(RunsFailed) as info:
+        run_recipe(resolved, options)
+    result = info.value.result
+    assert calls == [(["q/seed-0", "q/seed-1"], ["hitbench", "run"], 2, result.out_dir / "logs")]
+    assert result.failed == {"q/seed-1": {"error": "worker exit 1: boom",
+                                          "log": str(result.out_dir / "logs" / "q-seed-1.log")}}
+    assert result.reused == [] and set(result.results.query("source == 'measured'")["seed"]) == {0}
+    calls.clear()
+    monkeypatch.setattr(runner_mod, "run_workers", lambda names, *args: calls.append(list(names)) or {})
+    again = run_recipe(resolved, options)  # the worker "succeeds" without a result: the parent runs it itself
+    assert calls == [["q/seed-1"]] and again.reused == ["q/seed-0"] and again.failed == {}
+    assert set(again.results.query("source == 'measured'")["seed"]) == {0, 1}

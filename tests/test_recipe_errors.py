@@ -296,3 +296,23 @@ def test_a_sweep_over_a_missing_key_says_where_and_what_is_there(tmp_path):
     variants = load_recipe(deep).variants
     assert [(v.name, v.spec.evaluate.generation.temperature) for v in variants] == [
         ("t-temperature=0.5", 0.5), ("t-temperature=2.0", 2.0)]
+
+
+def test_a_missing_extended_file_is_reported_at_the_extends_line_of_the_file_naming_it(tmp_path):
+    """Kills: load_located reporting a missing parent without the file and line of the ``extends`` that names it,
+    or without the field."""
+    write(tmp_path, "_base/a.yaml", BASE)
+    path = write(tmp_path, "r.yaml", "description: x\nextends: [_base/a.yaml, _base/gone.yaml]\n" + CODEC)
+    assert problems(path) == [f"{path.resolve()}:2: extends: extended recipe not found: "
+                              f"{tmp_path.resolve() / '_base/gone.yaml'}"]
+
+
+def test_every_component_of_a_variant_is_checked_after_one_fails(tmp_path):
+    """Kills: _resolve_variant stopping at the first component whose config is wrong (the others' problems would
+    show only after that one is fixed)."""
+    path = write(tmp_path, "r.yaml", BASE + "variants:\n  q:\n"
+                 "    codec: {name: fixture-quantize, config: {levels: 1}}\n    dataset: {config: {heigth: 8}}\n")
+    assert problems(path) == [
+        f"{path}:7: variants.q.codec.config.levels: Input should be greater than or equal to 2",
+        f"{path}:8: variants.q.dataset.config.heigth: unknown field. (did you mean 'height'?) Allowed: frames, height, "
+        "preset, seed, train_clips, val_clips, width"]

@@ -17,14 +17,19 @@ JOBS=${JOBS:-1}
 NICE=${NICE:-19}
 
 # module -> "source path(s) | test files". The hypothesis tests are left out: their examples run again for every
-# surviving mutant (a minute each on 2 shared cores), so the recipe/ score is a lower bound.
+# surviving mutant (a minute each on 2 shared cores), so the recipe/ score is a lower bound. runner and report run
+# the fixture plugin's recipes (a second each) and the fast unit tests of test_runner_units.py / test_report.py;
+# the tests marked slow (subprocesses, --jobs workers) are left out of every module.
 declare -A MODULES=(
   [tokens]="hitvideo_bench/tokens.py|tests/test_tokens.py tests/test_properties.py tests/test_metrics_pixel.py tests/test_masked.py"
   [catalog]="hitvideo_bench/catalog.py|tests/test_catalog.py tests/test_plugins.py tests/test_recipe.py"
   [cache]="hitvideo_bench/cache.py|tests/test_cache.py tests/test_stages.py tests/test_runner.py"
-  [recipe]="hitvideo_bench/recipe/*|tests/test_recipe_resolve.py tests/test_recipe.py"
-  [runner]="hitvideo_bench/runner.py|tests/test_runner.py tests/test_runner_failures.py tests/test_stages.py"
-  [report]="hitvideo_bench/report.py|tests/test_runner.py tests/test_runner_failures.py"
+  [recipe]="hitvideo_bench/recipe/*|tests/test_recipe_resolve.py tests/test_recipe.py tests/test_recipe_errors.py \
+    tests/test_recipe_duplicates.py"
+  [runner]="hitvideo_bench/runner.py|tests/test_runner_units.py tests/test_runner.py tests/test_runner_failures.py \
+    tests/test_runner_partial.py tests/test_run_identity.py tests/test_resume_reported.py tests/test_stages.py"
+  [report]="hitvideo_bench/report.py|tests/test_report.py tests/test_report_readable.py tests/test_runner.py \
+    tests/test_runner_partial.py tests/test_claims.py tests/test_run_identity.py"
   [metrics]="hitbench_builtin/metrics/pixel.py hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py tests/test_metrics_merge.py"
 )
 ORDER=(tokens catalog cache metrics recipe runner report)

@@ -240,7 +240,8 @@ def _check_metrics(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, p
             catalog.make_config("metric", name, None, cfg, field_prefix=path)
         except BadInput as exc:
             for p in exc.problems:
-                p.file, p.line = locate(p.field or path)
+                p.field = p.field or path  # an unknown metric: its problem names no field of its own
+                p.file, p.line = locate(p.field)
             problems.extend(exc.problems)
     if (ev.layers or ev.curve) and rv.spec.tokenizer is None:
         path = f"{prefix}.evaluate.{'layers' if ev.layers else 'curve'}"

@@ -17,9 +17,14 @@ pytestmark = pytest.mark.usefixtures("fixture_plugin")
 
 #: one fixture-codec variant
 CODEC = "variants:\n  q: {codec: {name: fixture-quantize}}\n"
-#: the metrics of the fixture plugin and the built-in ones, as an unknown metric's message lists them
-METRICS = ("bpp, bpp-entropy, clipsim, codebook, fixture-mae, fixture-mean, fvd, lpips, mask-stats, ms-ssim, "
-           "probe-fd, prompt-acc, psnr, ssim")
+
+
+def metrics() -> str:
+    """Every registered metric (built-ins, the fixture plugin and any installed plugin, such as the example's),
+    as an unknown metric's message lists them."""
+    from hitvideo_bench.manager import get_catalog
+
+    return ", ".join(sorted(get_catalog().names("metric")))
 
 
 def problems(path, sets=()) -> list[str]:
@@ -59,9 +64,9 @@ def test_an_unknown_metric_in_each_list_is_located_with_the_allowed_names(tmp_pa
                  "      generation: {metrics: [fixture-men]}\n")
     assert problems(path) == [
         f"{path}:10: variants.t.evaluate.curve.0: unknown metric 'fixture-mea'. (did you mean 'fixture-mean'?) "
-        f"Allowed: {METRICS}",
+        f"Allowed: {metrics()}",
         f"{path}:11: variants.t.evaluate.generation.metrics.0: unknown metric 'fixture-men'. (did you mean "
-        f"'fixture-mean'?) Allowed: {METRICS}"]
+        f"'fixture-mean'?) Allowed: {metrics()}"]
 
 
 def test_metric_config_errors_name_the_metric_field_and_its_line(tmp_path):
@@ -83,11 +88,11 @@ def test_metric_config_of_an_unknown_metric_names_its_field(tmp_path):
     path = write(tmp_path, "r.yaml", BASE + "variants:\n  q:\n    codec: {name: fixture-quantize}\n"
                  "    evaluate: {metric_config: {fixture-mea: {}}}\n")
     assert problems(path) == [f"{path}:8: variants.q.evaluate.metric_config.fixture-mea: unknown metric "
-                              f"'fixture-mea'. (did you mean 'fixture-mean'?) Allowed: {METRICS}"]
+                              f"'fixture-mea'. (did you mean 'fixture-mean'?) Allowed: {metrics()}"]
     inherited = write(tmp_path, "i.yaml", BASE.replace("batch_size: 2", "batch_size: 2, metric_config: "
                                                        "{fixture-mea: {}}") + CODEC)
     assert problems(inherited) == [f"{inherited}:4: evaluate.metric_config.fixture-mea: unknown metric "
-                                   f"'fixture-mea'. (did you mean 'fixture-mean'?) Allowed: {METRICS}"]
+                                   f"'fixture-mea'. (did you mean 'fixture-mean'?) Allowed: {metrics()}"]
 
 
 def test_layers_or_a_curve_on_a_codec_needs_a_tokenizer(tmp_path):
@@ -201,7 +206,7 @@ def test_shapes_are_checked_only_for_a_variant_without_other_problems(tmp_path):
     path = write(tmp_path, "r.yaml", BASE.replace("fixture-mae", "fixture-mea") + "variants:\n"
                  "  q: {codec: {name: fixture-quantize}, dataset: {config: {height: 12}}}\n")
     assert problems(path) == [f"{path}:4: evaluate.reconstruction.0: unknown metric 'fixture-mea'. (did you mean "
-                              f"'fixture-mean'?) Allowed: {METRICS}"]
+                              f"'fixture-mean'?) Allowed: {metrics()}"]
     bad_shape = write(tmp_path, "s.yaml", BASE + "variants:\n  q: {codec: {name: fixture-quantize}, "
                       "dataset: {config: {height: 12}}}\n")
     variant = load_recipe(bad_shape, check_shapes=False).variants[0]

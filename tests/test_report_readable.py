@@ -118,3 +118,25 @@ def test_a_sweep_plot_names_a_swept_key(tmp_path):
         assert [v.name for v in load_recipe(path).variants] == ["q-levels=2", "q-levels=4"]
     finally:
         get_plugins([])
+
+
+def test_sweep_plot_draws_the_spread_over_seeds(figures, tmp_path):
+    """With several seeds each point gets an error bar of the std over seeds, in its line's colour; with one seed
+    none. Kills: no error bars, error bars of 1 or of the mean, a point left without its y values."""
+    rows = [{**cell(f"a-cfg_scale={s}", "probe-fd", v), "seed": seed}
+            for s, values in {1.0: (10.0, 14.0), 2.0: (20.0, 20.0)}.items() for seed, v in enumerate(values)]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    report.plot(df, PlotSpec(kind="sweep", metric="probe-fd", by="cfg_scale"), list(df["variant"]), tmp_path)
+    ax = figures[0].axes[0]
+    (bars,) = ax.containers
+    segments = bars.lines[2][0].get_segments()
+    assert [tuple(s[:, 0]) for s in segments] == [(1.0, 1.0), (2.0, 2.0)]
+    assert [tuple(s[:, 1]) for s in segments] == [(12.0 - 8 ** 0.5, 12.0 + 8 ** 0.5), (20.0, 20.0)]
+    assert bars.lines[2][0].get_color()[0].tolist() == list(matplotlib_rgba(ax.get_lines()[0].get_color()))
+    assert ax.get_ylabel() == "probe-fd"
+
+
+def matplotlib_rgba(color) -> tuple:
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(color)

@@ -376,6 +376,8 @@ class BenchMetric(Metric):
     full_state_update: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig | None = None, **kwargs):
+        if self.resampled and type(self).compute_on is BenchMetric.compute_on:
+            raise TypeError(f"{type(self).__name__} declares resampled = True but does not implement compute_on")
         super().__init__(**kwargs)
         self.config = config if config is not None else self.Config.from_preset()
 
@@ -384,9 +386,9 @@ class BenchMetric(Metric):
         return {}
 
     def compute_on(self, index: torch.Tensor) -> float:
-        """The headline value on the clips ``index`` (positions in update order, repeats allowed); metrics that
-        declare ``resampled`` implement it."""
-        raise NotImplementedError(f"{type(self).__name__} declares resampled but has no compute_on")
+        """The headline value on the clips ``index`` (positions in update order, repeats allowed). Only called for
+        metrics that declare ``resampled``, which must implement it (checked when one is created)."""
+        raise TypeError(f"{type(self).__name__} is not resampled: it has no value on a resample of its clips")
 
     def sub_higher_is_better(self, key: str) -> bool | None:
         """Direction of the sub-value ``key`` that :meth:`compute` returns beside the headline (``""``).

@@ -88,14 +88,19 @@ claims:
 """
 
 
-def test_a_recipe_writes_per_clip_values_and_its_claims(tmp_path):
+def run_fixture_recipe(tmp_path, text: str):
+    """Run the recipe ``text`` with the fixture plugin loaded; its RecipeResult."""
     get_plugins(["hitbench_fixture_plugin"])
     try:
         path = tmp_path / "r.yaml"
-        path.write_text(RECIPE)
-        result = run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False))
+        path.write_text(text)
+        return run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False))
     finally:
         get_plugins([])
+
+
+def test_a_recipe_writes_per_clip_values_and_its_claims(tmp_path):
+    result = run_fixture_recipe(tmp_path, RECIPE)
     per_clip = pd.read_csv(result.out_dir / "per_clip.csv")
     assert len(per_clip) == 2 * 2 * 4  # variants x seeds x clips
     means = per_clip.groupby("variant")["value"].mean()
@@ -129,13 +134,7 @@ def test_a_whole_set_metric_is_resampled_alike_in_every_variant_and_its_claim_pa
     """A metric without per-clip values gets the same bootstrap resamples in every variant, its claim a paired
     interval around the contrast of the whole-set values. Kills: a claim on one term's resamples, or a whole-set
     metric left out of the per-variant intervals."""
-    get_plugins(["hitbench_fixture_plugin"])
-    try:
-        path = tmp_path / "r.yaml"
-        path.write_text(RESAMPLED_RECIPE)
-        result = run_recipe(load_recipe(path), RunOptions(out=tmp_path / "out", progress=False))
-    finally:
-        get_plugins([])
+    result = run_fixture_recipe(tmp_path, RESAMPLED_RECIPE)
     per_clip = pd.read_csv(result.out_dir / "per_clip.csv")
     gap = per_clip[per_clip["metric"] == "fixture-mean-gap#resample"]
     assert sorted(gap["clip"].unique()) == list(range(-1, 1000))  # all clips, then the resamples
@@ -179,3 +178,20 @@ def test_one_clip_gives_no_interval_and_no_verdict():
     row = evaluate_claims(df, claims).iloc[0]
     assert row["mean"] == 1.0 and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
     assert row["verdict"].startswith("inconclusive") and row["covers"].startswith("1 clips x 1 seed")
+
+
+def test_a_resampled_metric_without_compute_on_is_refused_when_created():
+    """Kills: a plugin metric declaring ``resampled`` without ``compute_on`` failing only after a whole run."""
+    from hitvideo_bench.components import BenchMetric
+
+    class Half(BenchMetric):
+        resampled = True
+
+        def update(self, pred, target):
+            pass
+
+        def compute(self):
+            return 0.0
+
+    with pytest.raises(TypeError, match="Half declares resampled = True but does not implement compute_on"):
+        Half()

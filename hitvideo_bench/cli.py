@@ -175,6 +175,8 @@ def cmd_validate(args) -> int:
                 + ", ".join("x".join(map(str, g)) for g in grids))
         if tokenizer.trainable:
             _print_with_memory(line, type(tokenizer), tokenizer.config, variant.clip_shape, world_size=args.nproc)
+            for warning in tokenizer.training_warnings(*variant.clip_shape):
+                print(f"      warning: {warning}")
         else:
             print(line)
         if spec.generator is not None:

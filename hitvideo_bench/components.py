@@ -225,6 +225,11 @@ class Tokenizer(torch.nn.Module, ABC):
         cannot take them; a tokenizer that trains on crops also checks the crops)."""
         self.check_shape(frames, height, width)
 
+    def training_warnings(self, frames: int, height: int, width: int) -> list[str]:
+        """Training settings that are legal on clips of that shape but likely to waste training (``hitbench
+        validate`` prints them), e.g. a crop that leaves a layer's grid under 2 cells on a side. Default: none."""
+        return []
+
     def save_pretrained(self, path: Path) -> None:
         """Save weights (safetensors) and the resolved config so :func:`load_tokenizer` rebuilds it."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")

@@ -329,7 +329,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     assert torch.equal(load_tokenizer(tmp_path / "saved").decode(loaded.encode(video)), a.decode(a.encode(video)))
 
 
-def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
+def test_training_crops_then_whole_clips_every_clip_of_the_batch():
     task = TokenizerTask(micro(crop_until=0.5), None, "cpu")  # tiny: 32-pixel crops; 4 steps
     pixel = torch.arange(64.0 * 64).view(1, 1, 1, 64, 64)  # value = y * 64 + x, plus 10^4 per clip
     video = (pixel + 1e4 * torch.arange(4.0).view(4, 1, 1, 1, 1)).expand(4, 3, 16, 64, 64)
@@ -342,7 +342,7 @@ def test_training_crops_then_whole_clips_at_the_same_pixels_per_step():
     torch.manual_seed(0)
     assert torch.equal(task.training_clips(video, step=1)[0], crops)  # offsets come from the (checkpointed) RNG
     whole, resized = task.training_clips(video, step=2)
-    assert torch.equal(whole, video[:1]) and not resized  # 4 clips x 32^2 pixels = 1 clip x 64^2
+    assert torch.equal(whole, video) and not resized  # batch_size means the batch: no clip dropped for its pixels
 
     one_layer = {"quant_dims": [6], "layer_strides": [], "crop_frames": 4, "crop_size": None}
     frames = TokenizerTask(micro(**one_layer), None, "cpu")  # 4-frame crops on latent-frame boundaries
@@ -365,10 +365,47 @@ def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_
     rec, _ = single(crops, resized=True)  # 32 px crops make 4x4 token grids: no resize in or out
     assert rec.shape == crops.shape
     whole, resized = task.training_clips(video, step=3)
-    assert whole.shape == (1, 3, 16, 64, 64) and not resized  # as many clips as hitvideo: 4 x 32^2 px = 1 x 64^2
+    assert whole.shape == (4, 3, 16, 64, 64) and not resized  # every clip of the batch
     assert single(whole)[0].shape == whole.shape
     logs = floats(task.training_step({"video": video}, 0, BackwardOnly()))  # the step trains on the crops as they are
     assert logs["layers"] == 1 and math.isfinite(logs["loss"])
+
+
+@pytest.mark.parametrize("cls", [HiTVideoTokenizer, SingleLayerTokenizer])
+def test_every_training_step_sees_batch_size_clips(cls, tmp_path):
+    """``batch_size`` is the batch of every step: crop steps, whole-clip steps, every progressive stage (the
+    whole-clip phase once kept only as many clips as the crops' pixels made)."""
+    from hitbench_builtin.datasets.synthetic import SyntheticShapes
+
+    data = SyntheticShapes(SyntheticShapes.Config.from_preset("tiny", {"train_clips": 8}), "train")
+    seen = []
+    original = TokenizerTask.training_clips
+
+    def spy(self, video, step):
+        clips, resized = original(self, video, step)
+        seen.append((step, clips.shape[0], resized))
+        return clips, resized
+
+    tok = micro(cls, crop_until=0.5, train={**MICRO["train"], "steps": 4, "batch_size": 3})
+    TokenizerTask.training_clips = spy
+    try:
+        tok.fit(data, workdir=tmp_path, device="cpu", seed=0, progress=False)
+    finally:
+        TokenizerTask.training_clips = original
+    assert [b for _, b, _ in seen] == [3, 3, 3, 3]
+    assert [r for _, _, r in seen] == [True, True, False, False]  # two crop steps, then whole clips
+
+
+def test_a_crop_that_leaves_a_coarse_grid_under_2_cells_is_named_by_validate(tmp_path):
+    tok = micro(crop_size=32, crop_until=0.5)  # 32 px crops: grids 4x4x4, 4x2x2, 2x1x1, 1x1x1 at tiny strides
+    warnings = tok.training_warnings(16, 64, 64)
+    grids = tok.grid_shapes(tok.config.model_copy(update={"interpolate": 1.0}), 16, 32, 32)
+    small = [layer for layer, g in enumerate(grids) if min(g[1:]) < 2]
+    assert small and len(warnings) == len(small)
+    for layer, warning in zip(small, warnings):
+        assert f"layer {layer}'s grid at {'x'.join(map(str, grids[layer]))}" in warning and "crop_size 32" in warning
+    assert micro(crop_size=None).training_warnings(16, 64, 64) == []
+    assert micro(crop_size=32, crop_until=0.0).training_warnings(16, 64, 64) == []  # crops never used
 
 
 def test_a_crop_the_tokenizer_cannot_take_names_the_field():

@@ -134,12 +134,24 @@ def level_strides(cfg: HiTVideoConfig) -> list[Stride]:
     return [(2 if t else 1, 2 if s else 1, 2 if s else 1) for s, t in zip(spatial, cfg.temporal_down)]
 
 
-def space_to_depth(x: torch.Tensor, p: int) -> torch.Tensor:
-    return x if p == 1 else per_frame(lambda f: F.pixel_unshuffle(f, p), x)
+def space_to_depth(x: torch.Tensor, p: int, pt: int = 1) -> torch.Tensor:
+    """``(B, C, T, H, W) -> (B, C*pt*p*p, T/pt, H/p, W/p)``: each ``pt x p x p`` patch into channels. A patch of
+    ``pt`` frames holds consecutive frames only, so a position depends on no frame after its own span."""
+    if p == 1 and pt == 1:
+        return x
+    b, c, t, h, w = x.shape
+    x = x.reshape(b, c, t // pt, pt, h // p, p, w // p, p).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, c * pt * p * p, t // pt, h // p, w // p)
 
 
-def depth_to_space(x: torch.Tensor, p: int) -> torch.Tensor:
-    return x if p == 1 else per_frame(lambda f: F.pixel_shuffle(f, p), x)
+def depth_to_space(x: torch.Tensor, p: int, pt: int = 1) -> torch.Tensor:
+    """The inverse of :func:`space_to_depth`."""
+    if p == 1 and pt == 1:
+        return x
+    b, c, t, h, w = x.shape
+    c //= pt * p * p
+    x = x.reshape(b, c, pt, p, p, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, t * pt, h * p, w * p)
 
 
 class Encoder(nn.Module):
@@ -147,8 +159,8 @@ class Encoder(nn.Module):
         super().__init__()
         widths = [cfg.channels * m for m in cfg.channel_mult]
         f = cfg.factorized_conv
-        self.patch = cfg.patch_size
-        blocks: list[nn.Module] = [CausalConv3d(3 * self.patch ** 2, cfg.channels, factorized=f)]
+        self.patch = (cfg.patch_size, cfg.patch_frames)
+        blocks: list[nn.Module] = [CausalConv3d(3 * cfg.patch_frames * cfg.patch_size ** 2, cfg.channels, factorized=f)]
         cin = cfg.channels
         for width, stride in zip(widths, level_strides(cfg)):
             blocks.append(CausalConv3d(cin, width, stride=stride, factorized=f))
@@ -158,7 +170,7 @@ class Encoder(nn.Module):
         self.net = Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(space_to_depth(x, self.patch))
+        return self.net(space_to_depth(x, *self.patch))
 
 
 class Decoder(nn.Module):
@@ -173,12 +185,12 @@ class Decoder(nn.Module):
             blocks += [ResBlock(cin, cin, f) for _ in range(cfg.num_res_blocks)]
             blocks.append(Upsample(cin, width, level_strides(cfg)[i], f))
             cin = width
-        self.patch = cfg.patch_size
-        blocks += [norm(cin), nn.SiLU(), CausalConv3d(cin, 3 * self.patch ** 2, factorized=f)]
+        self.patch = (cfg.patch_size, cfg.patch_frames)
+        blocks += [norm(cin), nn.SiLU(), CausalConv3d(cin, 3 * cfg.patch_frames * cfg.patch_size ** 2, factorized=f)]
         self.net = Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return depth_to_space(self.net(z), self.patch)
+        return depth_to_space(self.net(z), *self.patch)
 
 
 class Discriminator(nn.Module):

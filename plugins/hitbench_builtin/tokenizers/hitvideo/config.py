@@ -67,6 +67,8 @@ class HiTVideoConfig(ComponentConfig):
                                                         "smaller (the resolution ablation, at every preset)")
     num_res_blocks: int = Field(1, ge=1)
     patch_size: int = Field(2, ge=1, description="space-to-depth patch before the first conv (and after the last)")
+    patch_frames: int = Field(1, ge=1, description="frames in that patch (consecutive frames: causal at the patch's "
+                                                   "span)")
     factorized_conv: bool = Field(True, description="(2+1)D causal convs (fast on CPU) instead of full 3D ones")
     z_channels: int = Field(64, ge=4, description="latent width of every layer")
     quant_dims: list[int] = Field(default_factory=lambda: [12, 10, 8, 6], min_length=1,

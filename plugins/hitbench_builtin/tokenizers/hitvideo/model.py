@@ -57,6 +57,7 @@ class HiTVideoTokenizer(Tokenizer):
     """Causal 3D VAE + residual coarse-to-fine LFQ layers; layer 0 densest. See the module docstring."""
 
     Config = HiTVideoConfig
+    detach_prediction = True
 
     def __init__(self, config: HiTVideoConfig):
         super().__init__(config)
@@ -95,7 +96,7 @@ class HiTVideoTokenizer(Tokenizer):
         if cfg.interpolate != 1.0 and (h / cfg.interpolate != height or w / cfg.interpolate != width):
             raise ShapeError(f"interpolate {cfg.interpolate} does not map {height}x{width} to whole pixels")
         shape = [frames, h, w]
-        strides = [(1, cfg.patch_size, cfg.patch_size)] + level_strides(cfg) + [tuple(s) for s in cfg.layer_strides]
+        strides = [(cfg.patch_frames, cfg.patch_size, cfg.patch_size)] + level_strides(cfg) + [tuple(s) for s in cfg.layer_strides]
         out = []
         for i, stride in enumerate(strides):
             for axis, (size, s) in enumerate(zip(shape, stride)):
@@ -122,6 +123,18 @@ class HiTVideoTokenizer(Tokenizer):
         except ShapeError as exc:
             raise ShapeError(f"crop_frames {cfg.crop_frames} / crop_size {cfg.crop_size} on {frames}x{height}x{width} "
                              f"clips: {exc}") from None
+
+    def training_warnings(self, frames: int, height: int, width: int) -> list[str]:
+        """A training crop that leaves a layer's grid under 2 cells high or wide: there every 3x3 conv of that layer's
+        stages sees mostly zero padding, so their outer taps get no gradient until whole clips arrive."""
+        cfg = self.config
+        crop = cfg.crop_shape(frames, height, width)
+        if crop == cfg.input_shape(frames, height, width) or cfg.crop_until == 0:
+            return []
+        grids = self.grid_shapes(cfg.model_copy(update={"interpolate": 1.0}), *crop)
+        return [f"crop_size {cfg.crop_size} ({'x'.join(map(str, crop))} crops of {frames}x{height}x{width} clips) "
+                f"leaves layer {layer}'s grid at {'x'.join(map(str, grid))}, under 2 cells on a side, for the first "
+                f"{cfg.crop_until:.0%} of the steps" for layer, grid in enumerate(grids) if min(grid[1:]) < 2]
 
     @classmethod
     def parameter_count(cls, config: HiTVideoConfig) -> int:
@@ -178,7 +191,7 @@ class HiTVideoTokenizer(Tokenizer):
         h = None
         for l in range(n - 1, keep_from - 1, -1):
             p = self.predict(l, h)
-            z = self.pre[l](zs[l] if p is None else zs[l] - p.detach())
+            z = self.pre[l](zs[l] if p is None else zs[l] - (p.detach() if self.detach_prediction else p))
             self.quantizers[l].frac_per_sample_entropy = self.entropy_fraction(z)
             q, idx, loss = self.quantizers[l](z)
             codes[l], indices[l] = q, idx

@@ -125,21 +125,18 @@ class TokenizerTask(TrainingTask):
         return max(1, sum(1 for share in shares if step >= share * self.steps))
 
     def training_clips(self, video: torch.Tensor, step: int) -> tuple[torch.Tensor, bool]:
-        """What step ``step`` trains on, and whether it is already at the encoder's input size: random crops of
-        every clip, cut after resizing it by ``interpolate`` (offsets from the global RNG, which checkpoints
-        keep, so a resumed run crops alike), or after ``crop_until`` whole clips, as many as the crops' pixels
-        make at the clips' own size (so a resized tokenizer sees as many clips as one that is not), so that the
-        model ends on the context it is evaluated with."""
+        """What step ``step`` trains on, and whether it is already at the encoder's input size: a random crop of
+        every clip, cut after resizing it by ``interpolate`` (offsets from the global RNG, which checkpoints keep,
+        so a resumed run crops alike), or after ``crop_until`` the whole clips, so that the model ends on the
+        context it is evaluated with. Either way every clip of the batch (``batch_size``) trains."""
         cfg = self.tok.config
         full = cfg.input_shape(*video.shape[2:])
         shape = cfg.crop_shape(*video.shape[2:])
-        if shape == full:
+        if shape == full or step >= cfg.crop_until * self.steps:
             return video, False
-        if step >= cfg.crop_until * self.steps:
-            return video[:max(1, video.shape[0] * math.prod(shape) // math.prod(video.shape[2:]))], False
         self.tok.check_training_shape(*video.shape[2:])
         video = self.tok.resize_input(video)
-        align = math.prod(s[0] for s in level_strides(cfg))  # crops start on a latent frame's first frame
+        align = cfg.patch_frames * math.prod(s[0] for s in level_strides(cfg))  # crops start on a latent frame
         crops = []
         for clip in video:
             t0 = int(torch.randint((full[0] - shape[0]) // align + 1, ())) * align

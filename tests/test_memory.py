@@ -330,3 +330,16 @@ def test_validate_paper_generator_fits_80_gb_with_fsdp_over_8_gpus(capsys):
     other = next(line for line in lines if line.startswith("    generator") and "4.67 B parameters" in line)
     assert "over 8 GPUs (bf16, grad checkpointing)" in other  # the other variant as configured: ddp
     assert any(line.strip().startswith("fits 80 GB with: fsdp over 8 GPUs") for line in lines)
+
+
+def test_validate_names_a_training_crop_that_leaves_a_layer_under_2_cells(capsys):
+    recipe = str(ROOT / "recipes" / "reconstruction.yaml")
+    sets = ["--set", "variants.hitvideo.tokenizer.config.crop_size=32",
+            "--set", "variants.hitvideo.tokenizer.config.crop_until=0.5"]
+    assert main(["validate", recipe, *sets]) == 0  # a warning, not an error
+    warnings = [line.strip() for line in capsys.readouterr().out.splitlines() if "warning:" in line]
+    assert warnings and all(w.startswith("warning: crop_size 32 (16x32x32 crops of 16x64x64 clips) leaves layer ")
+                            for w in warnings)
+    assert any("layer 3's grid at 1x1x1" in w for w in warnings)
+    assert main(["validate", recipe]) == 0
+    assert "warning:" not in capsys.readouterr().out

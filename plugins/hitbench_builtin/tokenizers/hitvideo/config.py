@@ -53,22 +53,33 @@ MAGVIT2_LOSS = {"l1": 1.0, "l2": 0.0, "adversarial": 0.01, "entropy": 0.05, "com
 #: the fewest tokens a layer's LFQ entropy terms are estimated from (see ``LossConfig.entropy_sample_fraction``)
 MIN_ENTROPY_TOKENS = 64
 
-#: the paper's progressive schedule (coarse layers first): a layer joins every this share of the steps
-PAPER_PROGRESSIVE_STEP = 0.05
+#: the layout and schedule of the longer presets (small, paper; version 10 at every preset): resnet blocks, strided
+#: 3x3 convs and nearest up-sampling, a layer joining every 5 % of the steps, the second decode at weight 1 on half
+#: the batch, the residual against a detached prediction
+V10_LAYOUT = {"patch_frames": 1, "resample": "conv", "block": "resnet", "progressive_step": 0.05,
+              "coarse_weight": 1.0, "coarse_batch": 0.5, "detach_prediction": True}
 
 
 class HiTVideoConfig(ComponentConfig):
-    channels: int = Field(32, ge=4, description="width of the first encoder level")
-    channel_mult: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
-    spatial_down: list[bool] = Field(default_factory=lambda: [True, True])
-    temporal_down: list[bool] = Field(default_factory=lambda: [True, True])
+    channels: int = Field(48, ge=4, description="width of the first encoder level")
+    channel_mult: list[float] = Field(default_factory=lambda: [1, 4 / 3], min_length=1,
+                                      description="width of each encoder level: round(channels x this)")
+    spatial_down: list[bool] = Field(default_factory=lambda: [False, True])
+    temporal_down: list[bool] = Field(default_factory=lambda: [False, True])
     drop_spatial_down: int = Field(0, ge=0, description="turn off this many of spatial_down's down-samplings, first "
                                                         "levels first: the same token grids from input 2^n times "
                                                         "smaller (the resolution ablation, at every preset)")
     num_res_blocks: int = Field(1, ge=1)
-    patch_size: int = Field(2, ge=1, description="space-to-depth patch before the first conv (and after the last)")
-    patch_frames: int = Field(1, ge=1, description="frames in that patch (consecutive frames: causal at the patch's "
+    patch_size: int = Field(4, ge=1, description="space-to-depth patch before the first conv (and after the last)")
+    patch_frames: int = Field(2, ge=1, description="frames in that patch (consecutive frames: causal at the patch's "
                                                    "span)")
+    resample: Literal["conv", "patch"] = Field(
+        "patch", description="how encoder levels, decoder levels and the hierarchy's stages change the grid: conv = "
+                            "strided 3x3 causal conv down, nearest repeat + causal conv up; patch = a conv whose kernel "
+                            "is its stride down (each cell summarises exactly what it covers), its mirror up")
+    block: Literal["resnet", "res21"] = Field(
+        "res21", description="residual block: resnet = two causal (2+1)D convs, 3x3 convs in and out; res21 = one "
+                              "spatial and one causal temporal conv, 1x1 convs in and out (half the cost)")
     factorized_conv: bool = Field(True, description="(2+1)D causal convs (fast on CPU) instead of full 3D ones")
     z_channels: int = Field(64, ge=4, description="latent width of every layer")
     quant_dims: list[int] = Field(default_factory=lambda: [12, 10, 8, 6], min_length=1,
@@ -78,15 +89,17 @@ class HiTVideoConfig(ComponentConfig):
     interpolate: float = Field(1.0, gt=0, description="resize the input by this factor before encoding")
     progressive: list[float] | Literal["paper"] | None = Field(
         "paper", description="progressive training: share of the steps after which the k coarsest layers train "
-                             "(k = 1..L, coarsest first); 'paper': a layer joins every 5 % of the steps (the "
-                             "paper's coarse-first schedule); null = all layers from the start")
-    coarse_weight: float = Field(1.0, ge=0, description="weight of a second reconstruction, from a random smaller "
+                             "(k = 1..L, coarsest first); 'paper': the paper's coarse-first schedule, a layer joins "
+                             "every progressive_step of the steps; null = all layers from the start")
+    progressive_step: float = Field(0.15, gt=0, le=1, description="'paper' schedule: share of the steps between two "
+                                                                  "layers joining")
+    coarse_weight: float = Field(0.5, ge=0, description="weight of a second reconstruction, from a random smaller "
                                                         "number of coarse layers, in each step (keeps every k "
                                                         "decodable; the decoder learns from it)")
-    coarse_batch: float = Field(0.5, gt=0, le=1, description="share of a step's clips decoded the second time")
+    coarse_batch: float = Field(1.0, gt=0, le=1, description="share of a step's clips decoded the second time")
     crop_frames: int | None = Field(None, ge=1, description="train on random crops of this many frames (aligned to "
                                                           "the latent frames); null = whole clips")
-    crop_size: int | None = Field(32, ge=1, description="train on random crops of this height and width, in the "
+    crop_size: int | None = Field(None, ge=1, description="train on random crops of this height and width, in the "
                                                        "encoder's input pixels (after interpolate); null = whole "
                                                        "frames")
     crop_until: float = Field(0.5, ge=0, le=1, description="share of the steps trained on crops; the rest train on "
@@ -94,17 +107,21 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=8, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=40,
+        steps=1500, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100,
         checkpoint_every=500, log_every=100))
+    detach_prediction: bool = Field(False, description="quantise z_l - sg(p_l): the full decode's error reaches the "
+                                                       "prediction p_l only through the decoded path, not the residual")
 
     presets = {
-        "small": {"channels": 64, "channel_mult": [1, 2, 2], "spatial_down": [True] * 3, "patch_size": 2,
+        "small": {**V10_LAYOUT, "channels": 64, "channel_mult": [1, 2, 2],
+                  "spatial_down": [True] * 3, "patch_size": 2,
                   "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
                   "quant_dims": [16, 14, 12, 10], "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 1.0},
                   "crop_size": None,
                   "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
                             "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},
-        "paper": {"channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4, "factorized_conv": False,
+        "paper": {**V10_LAYOUT, "channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4,
+                  "factorized_conv": False,
                   "patch_size": 1,
                   "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
                   "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
@@ -114,10 +131,14 @@ class HiTVideoConfig(ComponentConfig):
                             "grad_checkpointing": True, "ema": 0.999}},
     }
 
+    def widths(self) -> list[int]:
+        """Width of each encoder level (the decoder mirrors them)."""
+        return [round(self.channels * m) for m in self.channel_mult]
+
     def progressive_shares(self) -> list[float] | None:
         """Share of the steps after which the k coarsest layers train, k = 1..L (None: all from the start)."""
         if self.progressive == "paper":
-            return [PAPER_PROGRESSIVE_STEP * k for k in range(len(self.quant_dims))]
+            return [min(1.0, self.progressive_step * k) for k in range(len(self.quant_dims))]
         return self.progressive
 
     def input_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:

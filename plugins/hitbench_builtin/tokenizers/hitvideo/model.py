@@ -38,7 +38,7 @@ from hitvideo_bench.components import Tokenizer
 from hitvideo_bench.errors import ShapeError
 from hitvideo_bench.tokens import TokenPyramid
 
-from .blocks import CompressStage, Decoder, Encoder, Sequential, UpStage, level_strides, per_frame
+from .blocks import Decoder, Encoder, Sequential, compress_stage, level_strides, per_frame, up_stage
 from .config import MIN_ENTROPY_TOKENS, HiTVideoConfig, SingleLayerConfig
 
 Codes = list[torch.Tensor | None]
@@ -57,7 +57,6 @@ class HiTVideoTokenizer(Tokenizer):
     """Causal 3D VAE + residual coarse-to-fine LFQ layers; layer 0 densest. See the module docstring."""
 
     Config = HiTVideoConfig
-    detach_prediction = True
 
     def __init__(self, config: HiTVideoConfig):
         super().__init__(config)
@@ -65,10 +64,9 @@ class HiTVideoTokenizer(Tokenizer):
         self.encoder = Encoder(c)
         self.decoder = Decoder(c)
         z = c.z_channels
-        f = c.factorized_conv
         # stages[l]: grid l -> grid l+1 (encoder); ups[l]: grid l+1 -> prediction of layer l (decoder)
-        self.stages = nn.ModuleList(CompressStage(z, s, f) for s in c.layer_strides)
-        self.ups = nn.ModuleList(UpStage(z, s, f) for s in c.layer_strides)
+        self.stages = nn.ModuleList(compress_stage(z, s, c) for s in c.layer_strides)
+        self.ups = nn.ModuleList(up_stage(z, s, c) for s in c.layer_strides)
         self.pre = nn.ModuleList(nn.Conv3d(z, d, 1) for d in c.quant_dims)
         self.post = nn.ModuleList(nn.Conv3d(d, z, 1) for d in c.quant_dims)
         self.quantizers = nn.ModuleList(
@@ -191,7 +189,7 @@ class HiTVideoTokenizer(Tokenizer):
         h = None
         for l in range(n - 1, keep_from - 1, -1):
             p = self.predict(l, h)
-            z = self.pre[l](zs[l] if p is None else zs[l] - (p.detach() if self.detach_prediction else p))
+            z = self.pre[l](zs[l] if p is None else zs[l] - (p.detach() if self.config.detach_prediction else p))
             self.quantizers[l].frac_per_sample_entropy = self.entropy_fraction(z)
             q, idx, loss = self.quantizers[l](z)
             codes[l], indices[l] = q, idx

@@ -105,7 +105,7 @@ class HiTVideoConfig(ComponentConfig):
     crop_until: float = Field(0.5, ge=0, le=1, description="share of the steps trained on crops; the rest train on "
                                                            "whole clips, as many as the crops' pixels make")
     disc_channels: int = Field(32, ge=4)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(latent=0.0))  # the latent term diverged (ablations.md)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
         steps=1500, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100,
         checkpoint_every=500, log_every=100))
@@ -116,7 +116,7 @@ class HiTVideoConfig(ComponentConfig):
         "small": {**V10_LAYOUT, "channels": 64, "channel_mult": [1, 2, 2],
                   "spatial_down": [True] * 3, "patch_size": 2,
                   "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
-                  "quant_dims": [16, 14, 12, 10], "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 1.0},
+                  "quant_dims": [16, 14, 12, 10], "loss": {**MAGVIT2_LOSS, "latent": 0.1, "entropy_sample_fraction": 1.0},
                   "crop_size": None,
                   "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
                             "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},
@@ -125,7 +125,7 @@ class HiTVideoConfig(ComponentConfig):
                   "patch_size": 1,
                   "temporal_down": [True, True, True, False], "num_res_blocks": 2, "z_channels": 256,
                   "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
-                  "crop_size": None, "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
+                  "crop_size": None, "loss": {**MAGVIT2_LOSS, "latent": 0.1, "entropy_sample_fraction": 0.1},
                   "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
                             "warmup_steps": 5000, "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
                             "grad_checkpointing": True, "ema": 0.999}},
@@ -178,6 +178,7 @@ class SingleLayerConfig(HiTVideoConfig):
     quant_dims: list[int] = Field(default_factory=lambda: [12], min_length=1, max_length=1)
     layer_strides: list[Stride] = Field(default_factory=list, max_length=0)
     interpolate: float = 1.125  # 64 -> 72 px: 4x9x9 = 324 tokens against hitvideo's 332 at tiny (+2.5 %)
+    loss: LossConfig = Field(default_factory=LossConfig)  # the latent term is harmless with one layer
 
     presets = {
         "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125},

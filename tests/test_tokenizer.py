@@ -18,7 +18,7 @@ from hitvideo_bench.stages import compression_rows
 from hitvideo_bench.tokens import TokenPyramid
 
 #: a very small tokenizer for fast tests (the tiny preset's structure with fewer channels)
-MICRO = {"channels": 8, "z_channels": 16, "quant_dims": [6, 5, 4, 3], "disc_channels": 8,
+MICRO = {"channels": 8, "channel_mult": [1, 2], "z_channels": 16, "quant_dims": [6, 5, 4, 3], "disc_channels": 8,
          "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}}
 
 
@@ -161,7 +161,8 @@ def test_training_step_uses_progressive_schedule_and_all_losses():
 def test_every_preset_trains_progressively_with_coarse_decodes(preset):
     """Mutation: a preset that turns the paper's schedule or the coarse reconstructions off."""
     cfg = HiTVideoConfig.from_preset(preset)
-    assert cfg.progressive_shares() == pytest.approx([0.0, 0.05, 0.1, 0.15])
+    step = 0.15 if preset == "tiny" else 0.05  # tiny: a layer every 15 % (docs/ablations.md, version 11)
+    assert cfg.progressive_shares() == pytest.approx([0.0, step, 2 * step, 3 * step])
     assert cfg.coarse_weight > 0 and cfg.loss.entropy > 0
 
 
@@ -297,7 +298,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     from hitbench_builtin.datasets.synthetic import SyntheticShapes
 
     data = SyntheticShapes(SyntheticShapes.Config.from_preset("tiny", {"train_clips": 8}), "train")  # 64 px
-    setup = {"loss": {"adversarial": 0.1, "adversarial_start": 0.5}, "crop_until": 0.5}  # 2 crop steps, 2 whole
+    setup = {"loss": {"adversarial": 0.1, "adversarial_start": 0.5}, "crop_size": 32, "crop_until": 0.5}  # 2 crop, 2 whole
     a = micro(**setup)
     summary = a.fit(data, workdir=tmp_path / "a", device="cpu", seed=0, progress=False)
     assert summary["steps"] == 4 and "d_hinge" in summary["losses"][-1]
@@ -330,7 +331,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
 
 
 def test_training_crops_then_whole_clips_every_clip_of_the_batch():
-    task = TokenizerTask(micro(crop_until=0.5), None, "cpu")  # tiny: 32-pixel crops; 4 steps
+    task = TokenizerTask(micro(crop_size=32, crop_until=0.5), None, "cpu")  # 32-pixel crops; 4 steps
     pixel = torch.arange(64.0 * 64).view(1, 1, 1, 64, 64)  # value = y * 64 + x, plus 10^4 per clip
     video = (pixel + 1e4 * torch.arange(4.0).view(4, 1, 1, 1, 1)).expand(4, 3, 16, 64, 64)
     torch.manual_seed(0)
@@ -352,7 +353,7 @@ def test_training_crops_then_whole_clips_every_clip_of_the_batch():
 
 
 def test_single_layer_crops_are_cut_after_resizing_and_trained_without_resizing_again():
-    single = micro(SingleLayerTokenizer)  # 64 px clips are resized to 72 px; 32-pixel crops of those
+    single = micro(SingleLayerTokenizer, crop_size=32)  # 64 px clips are resized to 72 px; 32-pixel crops of those
     task = TokenizerTask(single, None, "cpu")
     video = torch.rand(4, 3, 16, 64, 64)
     torch.manual_seed(0)
@@ -386,7 +387,7 @@ def test_every_training_step_sees_batch_size_clips(cls, tmp_path):
         seen.append((step, clips.shape[0], resized))
         return clips, resized
 
-    tok = micro(cls, crop_until=0.5, train={**MICRO["train"], "steps": 4, "batch_size": 3})
+    tok = micro(cls, crop_size=32, crop_until=0.5, train={**MICRO["train"], "steps": 4, "batch_size": 3})
     TokenizerTask.training_clips = spy
     try:
         tok.fit(data, workdir=tmp_path, device="cpu", seed=0, progress=False)
@@ -444,7 +445,12 @@ def test_the_coarse_layers_train_the_main_encoder():
 def test_a_trained_tokenizer_decodes_better_from_every_added_layer():
     """Trained briefly on the built-in data, decoding from more layers is better (mutation: finer layers not coding
     residuals of the coarser prediction). Whether the coarsest layer beats the mean-colour guess is measured by
-    ablation_layers.yaml's ``overview`` claim, not asserted: at this scale it does not (docs/ablations.md)."""
+    ablation_layers.yaml's ``overview`` claim, not asserted. The micro model has the longer presets' layout
+    (``V10_LAYOUT``, version 10 at tiny): in the tiny layout of version 11 its coarse layers add too little in 300
+    steps to assert (psnr@1..4 14.29 / 14.29 / 14.29 / 17.46 dB on 64 px clips, 2026-12-05); the full-size tiny
+    tokenizer's per-layer gains are measured by the layer ablation's claims."""
+    from hitbench_builtin.tokenizers.hitvideo.config import V10_LAYOUT
+
     from hitvideo_bench.manager import get_catalog
 
     catalog = get_catalog()
@@ -452,7 +458,9 @@ def test_a_trained_tokenizer_decodes_better_from_every_added_layer():
     train = catalog.create("dataset", "synthetic-shapes", preset="tiny", overrides=data, split="train")
     val = catalog.create("dataset", "synthetic-shapes", preset="tiny", overrides=data, split="val")
     torch.manual_seed(0)
-    tok = micro(crop_size=None, train={"steps": 300, "batch_size": 4})
+    v10 = {**V10_LAYOUT, "patch_size": 2, "spatial_down": [True, True], "temporal_down": [True, True],
+           "loss": {"latent": 0.1}}
+    tok = micro(crop_size=None, train={"steps": 300, "batch_size": 4}, **v10)
     task = TokenizerTask(tok, None, "cpu")
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
 

@@ -82,7 +82,10 @@ class FrameNorm(nn.GroupNorm):
 
 
 def norm(channels: int) -> FrameNorm:
-    return FrameNorm(min(32, channels // 4) or 1, channels, eps=1e-6)
+    groups = max(1, min(32, channels // 4))
+    while channels % groups:  # a width that is no multiple of 4 gets the most groups that divide it
+        groups -= 1
+    return FrameNorm(groups, channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):

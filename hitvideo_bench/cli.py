@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import cpumode
 from .errors import BadInput, HitbenchError
 
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retrain components even when the component cache has them")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--native-cpu", action="store_true",
+                     help="use the CPU's own fastest kernels instead of capping them at AVX2 on x86-64 (numbers may "
+                          f"then differ between CPUs; same as {cpumode.SWITCH}=0; docs/running.md)")
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="data-parallel training with N processes on this node (started with torchrun)")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -257,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)
         args.argv = argv
+        if getattr(args, "native_cpu", False):
+            os.environ[cpumode.SWITCH] = "0"  # inherited by --jobs workers and torchrun ranks
+        cpumode.apply()  # before any kernel runs: see hitvideo_bench/cpumode.py
+        if (why := cpumode.not_in_force()) is not None:
+            print(f"hitbench: warning: reproducible CPU mode not in force: {why}", file=sys.stderr)
         from .manager import get_plugins
 
         get_plugins(args.plugins)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .claims import load_per_clip, write_claims
+from .cpumode import kernel_level
 from .errors import BadInput
 from .io import atomic_path, read_json, write_text
 
@@ -408,6 +409,20 @@ def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed:
     return notes
 
 
+def kernel_notes(summaries: Mapping[str, Any]) -> list[str]:
+    """A note below a table whose runs were computed with different CPU kernels (``summaries``: run -> its
+    summary, as in ``manifest.json``'s ``runs``, each with the ``machine`` it ran on)."""
+    levels: dict[str, list[str]] = {}
+    for run, summary in summaries.items():
+        machine = summary.get("machine") if isinstance(summary, dict) else None
+        levels.setdefault(kernel_level(machine) if isinstance(machine, dict) else "not recorded", []).append(run)
+    if len(levels) < 2:
+        return []
+    return ["Runs computed with different CPU kernels, so their numbers can differ in float rounding besides what "
+            "the recipe varies (docs/running.md): " + "; ".join(f"{level}: {', '.join(runs)}"
+                                                                for level, runs in sorted(levels.items()))]
+
+
 def write_report(df: pd.DataFrame, resolved: ResolvedRecipe, out_dir: Path, per_clip: pd.DataFrame | None = None,
                  notes: Sequence[str] = ()) -> list[Path]:
     """Tidy metrics.csv, the tables, the claims and the plots of a recipe run; ``notes`` go below the table."""
@@ -488,7 +503,7 @@ def manifest_notes(path: Path) -> list[str]:
         return []
     runs = manifest.get("runs") or {}
     components = {run: s["components"] for run, s in runs.items() if isinstance(s, dict) and s.get("components")}
-    return run_notes(components, manifest.get("failed_runs") or {})
+    return run_notes(components, manifest.get("failed_runs") or {}) + kernel_notes(runs)
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 import yaml
 
-from . import __version__
+from . import __version__, cpumode
 from .catalog import Catalog
 from .claims import PER_CLIP_COLUMNS, load_per_clip
 from .errors import BadInput, HitbenchError, RunFailed
@@ -50,7 +50,7 @@ from .jobs import log_path, run_workers
 from .manager import get_plugins
 from .recipe import ResolvedRecipe, ResolvedVariant
 from .recipe.resolve import COMPONENT_FIELDS
-from .report import COLUMNS, load_results, reference_rows, run_notes, write_report, write_results
+from .report import COLUMNS, kernel_notes, load_results, reference_rows, run_notes, write_report, write_results
 from .stages import (RunContext, compression_rows, curve_eval, curve_rows, generation_rows, obtain_generator,
                      obtain_tokenizer, reconstruction_rows)
 from .training import barrier, init_distributed, is_main_process
@@ -216,7 +216,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     if frames:  # a table of the runs that finished, a note naming those that failed
         per_clip = (pd.concat(clip_frames, ignore_index=True) if clip_frames
                     else pd.DataFrame(columns=PER_CLIP_COLUMNS))
-        notes = run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed)
+        notes = (run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed)
+                 + kernel_notes(summaries))
         files = write_report(results, resolved, out_dir, per_clip, notes)
     write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused, failed))
     result = RecipeResult(out_dir, results, files, reused, failed)
@@ -335,7 +336,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
         clips.insert(2, "seed", seed)
         write_text(run_dir / "per_clip.csv", clips[PER_CLIP_COLUMNS].to_csv(index=False))
     summary = {"variant": variant.name, "seed": seed, "wall_s": round(time.perf_counter() - started, 3),
-               "torch_threads": torch.get_num_threads(),
+               "torch_threads": torch.get_num_threads(), "machine": cpumode.machine(),
                "clip_shape": list(clip_shape), **ctx.summary}
     return df[COLUMNS], summary
 
@@ -381,7 +382,8 @@ def manifest(resolved: ResolvedRecipe, device: torch.device, started: float, sum
         "seeds": resolved.recipe.seeds,
         "scale": resolved.recipe.scale,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpumode.cpu_model(),
+        "machine": cpumode.machine(),
         "git_commit": _git_commit(),
         "versions": versions(),
         "plugins": {name: {"distribution": d, "version": v} for name, (d, v) in plugins.info.items()},

@@ -144,6 +144,27 @@ def test_manifest_notes_are_read_from_a_results_folder_and_none_from_a_broken_ma
         "Failed runs, not in this table (re-run the recipe to retry them): d/seed-0 (bad)"]
 
 
+def test_hitbench_table_says_when_runs_were_computed_with_different_cpu_kernels(tmp_path, capsys):
+    """Runs from an AVX-512 machine and from the reproducible mode in one folder: a note under the table names
+    each kernel level and its runs; runs at one level, or that recorded none, get no note."""
+    from hitvideo_bench.cli import main
+
+    write_results(frame(row("a", "psnr", 20.3, True), row("b", "psnr", 21.0, True)), tmp_path)
+    (tmp_path / "resolved.yaml").write_text("recipe: r\nvariants: {a: {}, b: {}}\n")
+    capped = {"cpu_capability": "AVX2", "reproducible_cpu": True}
+    native = {"cpu_capability": "AVX512", "reproducible_cpu": False}
+    runs = {"a/seed-0": {"machine": capped}, "b/seed-0": {"machine": native}, "b/seed-1": {"machine": capped}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"runs": runs}))
+    assert main(["table", str(tmp_path)]) == 0
+    note = ("- Runs computed with different CPU kernels, so their numbers can differ in float rounding besides what "
+            "the recipe varies (docs/running.md): AVX2 (reproducible mode): a/seed-0, b/seed-1; "
+            "AVX512 (native): b/seed-0\n")
+    assert note in capsys.readouterr().out and note in (tmp_path / "table.md").read_text()
+    assert report.kernel_notes({"a/seed-0": {"machine": capped}, "b/seed-0": {"machine": capped}}) == []
+    assert report.kernel_notes({"a/seed-0": {}, "b/seed-0": None}) == []
+    assert "not recorded: a/seed-0" in report.kernel_notes({"a/seed-0": {}, "b/seed-0": {"machine": native}})[0]
+
+
 def test_reference_rows_keep_numbers_as_values_and_words_as_text():
     """Kills: reference_rows turning a word into a number (or the reverse), or losing a row's source and note."""
     refs = [ReferenceRow(variant="Paper", source="[3] Table 2", values={"psnr": 30, "fvd": "n/r"}, note="p. 7")]

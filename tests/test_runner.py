@@ -80,6 +80,8 @@ def test_outputs_and_tidy_results(recipe, tmp_path):
     assert manifest["device"] == "cpu" and "peak_memory" in manifest and manifest["wall_time_s"] >= 0
     assert set(manifest["runs"]) == {"q-levels=2/seed-0", "q-levels=2/seed-1", "q-levels=16/seed-0",
                                      "q-levels=16/seed-1"}
+    assert {run["machine"]["cpu_capability"] for run in manifest["runs"].values()} == {
+        manifest["machine"]["cpu_capability"]}
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"
 
 

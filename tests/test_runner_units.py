@@ -5,7 +5,6 @@ and the provenance in ``manifest.json``."""
 from __future__ import annotations
 
 import json
-import platform
 import random
 import re
 import time
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from hitvideo_bench import cpumode
 from hitvideo_bench import runner as runner_mod
 from hitvideo_bench.errors import BadInput
 from hitvideo_bench.recipe import load_recipe
@@ -152,7 +152,8 @@ def test_the_manifest_records_the_recipe_machine_and_runs(resolved):
         "scale": "tiny", "device": "cpu", "reused_runs": ["q/seed-1"], "failed_runs": {},
         "resumed_training": {"q/seed-0": {"tokenizer": 3}}, "runs": summaries}
     assert 2.0 <= manifest["wall_time_s"] < 3600
-    assert manifest["device_name"] == (platform.processor() or platform.machine())
+    assert manifest["device_name"] == cpumode.cpu_model()
+    assert manifest["machine"] == cpumode.machine()  # CPU, kernel level, caps, threads, the lock's hash
     assert 10 < manifest["peak_memory"]["cpu_max_rss_mib"] < 2**20  # MiB: more than a bare interpreter, < 1 TiB
     assert manifest["plugin_failures"] == {}
     assert manifest["versions"]["hitvideo-bench"] == runner_mod.__version__

@@ -1,0 +1,86 @@
+"""The reproducible CPU mode: the same weights from a short training at any x86-64 kernel level under the mode,
+different ones without it; the switch; the machine a process computes on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hitvideo_bench import cpumode
+from hitvideo_bench.errors import BadInput
+WORKER = Path(__file__).with_name("cpu_mode_worker.py")
+#: a hand cap one level below the host's own, for each host level torch knows on x86-64
+LOWER = {"AVX512": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+         "AVX2": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}}
+
+
+def train(mode: str, caps: dict[str, str]) -> tuple[str, str]:
+    """(weights sha256, kernel level) of the worker's training, the mode on ("1") or off ("0"), ``caps`` set by
+    hand beforehand. The environment is built from this process's without its own caps (conftest sets them)."""
+    env = {k: v for k, v in os.environ.items() if k not in cpumode.CAPS}
+    env = cpumode.environment({**env, **caps, cpumode.SWITCH: mode, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run([sys.executable, str(WORKER), "4"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    digest, level = out.stdout.split()
+    return digest, level
+
+
+@pytest.mark.skipif(not cpumode.is_x86_64(), reason="the mode caps x86-64 kernels only (ARM: docs/running.md)")
+def test_the_mode_gives_the_same_weights_at_any_kernel_level_and_without_it_they_differ():
+    native, host = train("0", {})
+    if host not in LOWER:
+        pytest.skip(f"this CPU runs torch's {host} kernels: no lower level to cap to by hand")
+    native_lower, lower = train("0", LOWER[host])
+    assert lower != host and native_lower != native, "without the mode, the kernel level changes the weights"
+    capped, level = train("1", {})
+    capped_by_hand_lower, level_lower = train("1", LOWER[host])
+    assert level == level_lower == "AVX2"
+    assert capped == capped_by_hand_lower, "under the mode, the host's own level and a lower one train alike"
+
+
+@pytest.mark.skipif(not cpumode.is_x86_64(), reason="the mode caps x86-64 kernels only (ARM: docs/running.md)")
+def test_hitbench_caps_its_process_though_torch_was_imported_before_its_main():
+    """As the console script does: hitvideo_bench (and with it torch) imported, then main()."""
+    code = ("import sys; from hitvideo_bench.cli import main; main(sys.argv[1:]); import torch; "
+            "print(torch.backends.cpu.get_cpu_capability())")
+    env = {k: v for k, v in os.environ.items() if k not in (*cpumode.CAPS, cpumode.SWITCH)}
+    out = subprocess.run([sys.executable, "-c", code, "ls", "metric"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and "not in force" not in out.stderr, out.stderr
+    assert out.stdout.split()[-1] in ("AVX2", "DEFAULT")  # DEFAULT: a CPU without AVX2
+
+
+def test_the_switch_is_1_or_0_and_off_leaves_the_environment_as_it_is(monkeypatch):
+    monkeypatch.setattr(cpumode, "is_x86_64", lambda: True)
+    assert cpumode.environment({"ATEN_CPU_CAPABILITY": "default"}) == {**cpumode.CAPS}
+    off = {cpumode.SWITCH: "0", "ATEN_CPU_CAPABILITY": "default"}
+    assert cpumode.environment(off) == off
+    with pytest.raises(BadInput, match=r"HITBENCH_REPRODUCIBLE_CPU='yes': allowed values are 1 .* and 0"):
+        cpumode.environment({cpumode.SWITCH: "yes"})
+    monkeypatch.setattr(cpumode, "is_x86_64", lambda: False)
+    assert cpumode.environment({}) == {}
+
+
+def test_native_cpu_turns_the_mode_off_for_the_processes_hitbench_starts(monkeypatch):
+    from hitvideo_bench.cli import main
+
+    monkeypatch.setenv(cpumode.SWITCH, "1")
+    assert main(["run", "--native-cpu", str(Path(__file__).with_name("no-such-recipe.yaml"))]) == 2
+    assert os.environ[cpumode.SWITCH] == "0"
+
+
+def test_the_machine_names_the_cpu_its_kernel_level_caps_threads_and_the_lock():
+    found = cpumode.machine()
+    assert found["cpu"] and found["arch"] and found["threads"] == torch.get_num_threads()
+    assert found["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert found["lock_sha256"] == hashlib.sha256(cpumode.LOCK.read_bytes()).hexdigest()
+    if cpumode.is_x86_64() and cpumode.enabled():  # this process was capped by conftest, before any kernel ran
+        assert found["cpu_caps"] == cpumode.CAPS and found["reproducible_cpu"]
+        assert found["cpu_capability"] in ("AVX2", "DEFAULT") and cpumode.not_in_force() is None
+    assert cpumode.kernel_level(found).startswith(found["cpu_capability"] + " (")

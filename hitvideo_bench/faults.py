@@ -22,11 +22,22 @@ DUMP_SIGNAL = signal.SIGUSR1
 
 
 def enable(stream: IO[str] | None = None) -> None:
-    """Fault handler on, writing to ``stream`` (default: standard error), for fatal signals and
-    :data:`DUMP_SIGNAL`."""
-    stream = stream if stream is not None else sys.stderr
+    """Fault handler on, writing to ``stream`` (default, or when it has no file descriptor: standard error), for
+    fatal signals and :data:`DUMP_SIGNAL`."""
+    stream = next((s for s in (stream, sys.stderr, sys.__stderr__) if _has_fd(s)), None)
+    if stream is None:  # no file at all to write to (standard error closed)
+        return
     faulthandler.enable(file=stream, all_threads=True)
     faulthandler.register(DUMP_SIGNAL, file=stream, all_threads=True, chain=False)
+
+
+def _has_fd(stream: IO[str] | None) -> bool:
+    """Whether ``stream`` is backed by a file descriptor (the fault handler writes to one; a captured standard
+    error, as in tests, is not)."""
+    try:
+        return stream is not None and stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class RunLog:

@@ -171,12 +171,13 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
         if name in failed:  # its --jobs worker failed (never under torchrun: --jobs excludes --nproc)
             continue
         finished = is_finished(run_dir, identity)  # every rank sees the same: checked after a barrier
-        # a --jobs worker's standard error already is its run's log; others append to it
-        log = RunLog(name, None if options.only is not None else log_path(out_dir / "logs", name))
+        # a --jobs worker's standard error already is its run's log, as is a torchrun rank's (ranks other than 0
+        # write no files); the others append to it
+        log = RunLog(name, None if options.only is not None or not main else log_path(out_dir / "logs", name))
         if not main:
             if not finished:
                 with log:
-                    execute_run(resolved, variant, seed, device, run_dir, options, train_only=True, log=log)
+                    execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
         elif finished:
             frames.append(load_results(run_dir))
             if name not in in_workers:

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import cpumode
+from . import cpumode, faults
 from .errors import BadInput, HitbenchError
 
 
@@ -257,6 +257,7 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "table": cmd
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hitbench`` console script."""
+    faults.enable()  # a native crash anywhere prints where it was (a run's own log takes over while it runs)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser().parse_args(argv)

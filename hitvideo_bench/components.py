@@ -137,6 +137,11 @@ class Codec(ABC):
     """A classical codec baseline: a bitstream and its size, no tokens."""
 
     Config: ClassVar[type[ComponentConfig]]
+    #: the runner calls :meth:`compress` clip by clip in a worker process holding a pickled copy of the codec
+    #: (:mod:`hitvideo_bench.isolation`), with :meth:`time_limit` per clip: a native crash or a hang is retried
+    #: once in a fresh worker, then that clip is reported as failed and the others are measured. False only for a
+    #: codec with no native code that could crash or hang (it then runs in the run's process, batch by batch).
+    isolated: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig):
         self.config = config
@@ -144,6 +149,12 @@ class Codec(ABC):
     @abstractmethod
     def compress(self, video: torch.Tensor) -> Compressed:
         """Encode and decode ``video`` (B,3,T,H,W) in [0,1]; ``bits`` counts the bitstream."""
+
+    def time_limit(self, frames: int, height: int, width: int) -> float:
+        """CPU seconds :meth:`compress` of one clip may use in its worker before it counts as hung (ten times that
+        in wall time for one that waits on nothing): by default ``60 + 50e-6 * frames * height * width``, a fixed
+        allowance plus about twice what a rate search of some 25 encodes takes (docs/codecs.md has the figures)."""
+        return 60.0 + 50e-6 * frames * height * width
 
     def check_shape(self, frames: int, height: int, width: int) -> None:
         """Raise :class:`ShapeError` for a clip shape this codec cannot take."""

@@ -390,10 +390,11 @@ def reference_rows(recipe: str, references: Sequence[ReferenceRow]) -> pd.DataFr
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed: Mapping[str, Mapping[str, Any]]
-              ) -> list[str]:
-    """Notes below a table: the version of every component the runs used (by providing plugin), and the runs
-    that failed (``failed``: run -> {error, log}, as in ``manifest.json``'s ``failed_runs``)."""
+def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed: Mapping[str, Mapping[str, Any]],
+              failed_clips: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[str]:
+    """Notes below a table: the version of every component the runs used (by providing plugin), the runs
+    that failed (``failed``: run -> {error, log}, as in ``manifest.json``'s ``failed_runs``) and the clips left
+    out of a run's values (``failed_clips``: run -> [{clip, reason}], as in its summary)."""
     by_plugin: dict[str, set[str]] = {}
     for identity in components.values():
         for part in identity.values():
@@ -406,6 +407,10 @@ def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed:
     if failed:
         notes.append("Failed runs, not in this table (re-run the recipe to retry them): " + "; ".join(
             f"{run} ({str(info.get('error') or 'failed').splitlines()[0]})" for run, info in failed.items()))
+    for run, clips in (failed_clips or {}).items():
+        notes.append(f"{run}: values cover the clips measured; {len(clips)} failed and left out (its `clips` row "
+                     "counts the clips measured): " + "; ".join(f"clip {c.get('clip')}: {c.get('reason')}"
+                                                                for c in clips))
     return notes
 
 
@@ -503,7 +508,8 @@ def manifest_notes(path: Path) -> list[str]:
         return []
     runs = manifest.get("runs") or {}
     components = {run: s["components"] for run, s in runs.items() if isinstance(s, dict) and s.get("components")}
-    return run_notes(components, manifest.get("failed_runs") or {}) + kernel_notes(runs)
+    failed_clips = {run: s["failed_clips"] for run, s in runs.items() if isinstance(s, dict) and s.get("failed_clips")}
+    return run_notes(components, manifest.get("failed_runs") or {}, failed_clips) + kernel_notes(runs)
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,

@@ -45,6 +45,7 @@ from . import __version__, cpumode
 from .catalog import Catalog
 from .claims import PER_CLIP_COLUMNS, load_per_clip
 from .errors import BadInput, HitbenchError, RunFailed
+from .faults import RunLog
 from .io import read_json, write_json, write_text
 from .jobs import log_path, run_workers
 from .manager import get_plugins
@@ -170,9 +171,13 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
         if name in failed:  # its --jobs worker failed (never under torchrun: --jobs excludes --nproc)
             continue
         finished = is_finished(run_dir, identity)  # every rank sees the same: checked after a barrier
+        # a --jobs worker's standard error already is its run's log, as is a torchrun rank's (ranks other than 0
+        # write no files); the others append to it
+        log = RunLog(name, None if options.only is not None or not main else log_path(out_dir / "logs", name))
         if not main:
             if not finished:
-                execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
+                with log:
+                    execute_run(resolved, variant, seed, device, run_dir, options, train_only=True)
         elif finished:
             frames.append(load_results(run_dir))
             if name not in in_workers:
@@ -185,7 +190,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
             hook.hitbench_run_start(recipe=resolved.name, variant=variant.name, seed=seed,
                                     config=variant.spec.model_dump(mode="json"), run_dir=run_dir)
             try:
-                df, summary = execute_run(resolved, variant, seed, device, run_dir, options)
+                with log:
+                    df, summary = execute_run(resolved, variant, seed, device, run_dir, options, log=log)
             except RunFailed as exc:
                 if options.only is not None:  # a --jobs worker fails; its parent reports the others
                     raise
@@ -216,7 +222,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     if frames:  # a table of the runs that finished, a note naming those that failed
         per_clip = (pd.concat(clip_frames, ignore_index=True) if clip_frames
                     else pd.DataFrame(columns=PER_CLIP_COLUMNS))
-        notes = (run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed)
+        notes = (run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed,
+                           {run: s["failed_clips"] for run, s in summaries.items() if (s or {}).get("failed_clips")})
                  + kernel_notes(summaries))
         files = write_report(results, resolved, out_dir, per_clip, notes)
     write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused, failed))
@@ -285,16 +292,18 @@ def _describe(part: dict[str, str] | None) -> str:
 
 
 def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, device: torch.device,
-                run_dir: Path, options: RunOptions, train_only: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+                run_dir: Path, options: RunOptions, train_only: bool = False,
+                log: RunLog | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One variant with one seed: obtain the components, measure, return tidy rows and a summary.
 
     ``train_only`` (processes other than rank 0 under torchrun): obtain the trained components, measure nothing.
+    ``log``: the run's log, told each stage as it starts.
     """
     from .manager import get_catalog
 
     seed_everything(seed)
     ctx = RunContext(get_catalog(), variant, seed, device, run_dir, options.progress, options.use_cache,
-                     train_only=train_only)
+                     train_only=train_only, log=log)
     spec = variant.spec
     ev = spec.evaluate
     started = time.perf_counter()
@@ -308,16 +317,21 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
         needs_model = bool(ev.reconstruction or ev.layers or ev.curve or spec.generator)
         if needs_model and spec.codec is not None:
             if not train_only:  # codecs train nothing: the other ranks have nothing to help with
+                ctx.where("stage reconstruction (codec)")
                 rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
         elif needs_model:
             train_ds = ctx.train_dataset()
+            ctx.where("stage tokenizer (train or load from the cache)")
             tokenizer, folder = obtain_tokenizer(ctx, train_ds, None if train_only else curve_eval(ctx, eval_ds))
             rows += curve_rows(ctx)
             if (ev.reconstruction or ev.layers) and not train_only:
+                ctx.where("stage reconstruction (tokenizer)")
                 rows += reconstruction_rows(ctx, tokenizer, eval_ds)
             if spec.generator is not None:
+                ctx.where("stage generator (train or load from the cache)")
                 generator = obtain_generator(ctx, tokenizer, folder, train_ds)
                 if ev.generation is not None and not train_only:
+                    ctx.where("stage generation")
                     rows += generation_rows(ctx, tokenizer, generator, eval_ds)
     except HitbenchError:
         raise

@@ -6,6 +6,7 @@ provenance=...)``; the runner adds recipe, variant and seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -19,8 +20,10 @@ import torch
 from . import cache
 from .catalog import Catalog
 from .claims import RESAMPLE, RESAMPLED_CLIPS, bootstrap_indices
-from .components import BenchMetric, Generator, Tokenizer, VideoDataset, overrides
+from .components import BenchMetric, Codec, Compressed, Generator, Tokenizer, VideoDataset, overrides
 from .errors import WeightsUnavailable
+from .faults import RunLog
+from .isolation import IsolatedWorker, WorkerFailed
 from .io import read_json, write_json
 from .recipe import ComponentRef, ResolvedVariant
 from .tokens import TokenPyramid
@@ -45,6 +48,13 @@ class RunContext:
     train_only: bool = False
     #: per-clip values of the metrics that have them: ``{metric, clip, value}``
     per_clip: list[dict[str, Any]] = field(default_factory=list)
+    #: the run's log (where a crash's traceback goes); None: no log, e.g. a stage called on its own
+    log: RunLog | None = None
+
+    def where(self, text: str) -> None:
+        """Note in the run's log what the run does next."""
+        if self.log is not None:
+            self.log.where(text)
 
     def create(self, field_name: str, **deps: Any) -> Any:
         ref = getattr(self.variant.spec, field_name)
@@ -107,7 +117,8 @@ class MetricSet:
     """
 
     def __init__(self, ctx: RunContext, names: Sequence[str], suffix: str = ""):
-        self.clip_values: dict[str, list[float]] = {}
+        self.clip_values: dict[str, list[tuple[int, float]]] = {}
+        self.next_clip = 0
         self.clip_counts: dict[str, int] = {}
         self.scratch: dict[str, BenchMetric] = {}
         self.metrics: dict[str, BenchMetric] = {}
@@ -126,7 +137,10 @@ class MetricSet:
             except WeightsUnavailable as exc:
                 self.unavailable[name] = exc.hint
 
-    def update(self, **inputs: Any) -> None:
+    def update(self, clips: Sequence[int] | None = None, **inputs: Any) -> None:
+        """Add a batch; ``clips``: the clips' numbers in the split (default: those after the previous batch's),
+        kept with the per-clip values so that clips stay paired across variants when one variant lost a clip."""
+        first = self.next_clip
         for name, metric in list(self.metrics.items()):
             missing = [k for k in metric.inputs if inputs.get(k) is None]
             if missing:  # e.g. token pyramids from a codec: the metric does not apply to this variant
@@ -139,15 +153,17 @@ class MetricSet:
                 self.unavailable[name] = exc.hint
                 del self.metrics[name]
                 continue
+            batch = clip_count(inputs, metric.inputs)
+            ids = list(clips) if clips is not None else list(range(first, first + batch))
+            self.next_clip = max(self.next_clip, ids[-1] + 1) if ids else self.next_clip
             if metric.per_clip:
-                self._score_clips(name, metric, {k: inputs[k] for k in metric.inputs})
+                self._score_clips(name, metric, {k: inputs[k] for k in metric.inputs}, ids)
             if metric.resampled:  # compute_on indexes the clips in update order
-                self.clip_counts[name] = self.clip_counts.get(name, 0) + clip_count(inputs, metric.inputs)
+                self.clip_counts[name] = self.clip_counts.get(name, 0) + batch
 
-    def _score_clips(self, name: str, metric: BenchMetric, inputs: dict[str, Any]) -> None:
+    def _score_clips(self, name: str, metric: BenchMetric, inputs: dict[str, Any], ids: list[int]) -> None:
         scratch = self.scratch.setdefault(name, metric.clone())
-        batch = clip_count(inputs, metric.inputs)
-        for i in range(batch):
+        for i, clip_id in enumerate(ids):
             clip = {k: one_clip(v, i) for k, v in inputs.items()}
             if any(v is None for v in clip.values()):
                 return
@@ -155,13 +171,14 @@ class MetricSet:
             scratch.update(**clip)
             value = scratch.compute()
             for key, val in (value.items() if isinstance(value, dict) else [("", value)]):
-                self.clip_values.setdefault((f"{name}/{key}" if key else name) + self.suffix, []).append(float(val))
+                self.clip_values.setdefault((f"{name}/{key}" if key else name) + self.suffix, []).append(
+                    (clip_id, float(val)))
 
     def clip_rows(self) -> list[dict[str, Any]]:
         """``{metric, clip, value}`` for every clip scored alone, clips numbered in evaluation order; for a
         resampled metric ``{metric#resample, r, value}`` per bootstrap resample r, and r = -1 for all clips."""
         rows = [{"metric": name, "clip": i, "value": v} for name, values in self.clip_values.items()
-                for i, v in enumerate(values)]
+                for i, v in values]
         for name, metric in self.metrics.items():
             count = self.clip_counts.get(name, 0)
             if not metric.resampled or count < 2:
@@ -343,7 +360,11 @@ def curve_rows(ctx: RunContext) -> list[Row]:
 
 
 def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset) -> list[Row]:
-    """Compress every eval clip; score the reconstruction (and partial decodes from the top k layers)."""
+    """Compress every eval clip; score the reconstruction (and partial decodes from the top k layers).
+
+    An isolated codec (:attr:`Codec.isolated`) compresses clip by clip in a worker process: a clip whose worker
+    crashes or hangs twice is left out of every value, and reported (``clips``, ``clips_failed`` rows, the
+    run summary's ``failed_clips``, a note below the table)."""
     ev = ctx.variant.spec.evaluate
     ds = ctx.variant.spec.dataset
     layer_counts: list[int] = []
@@ -353,31 +374,83 @@ def reconstruction_rows(ctx: RunContext, compressor: Any, eval_ds: VideoDataset)
     pixel_only = [n for n in ev.reconstruction
                   if set(ctx.catalog.get("metric", n).load().inputs) <= {"pred", "target"}]
     partial = {k: MetricSet(ctx, pixel_only, suffix=f"@{k}") for k in layer_counts}
-    seconds, clips = 0.0, 0
+    seconds, clips, seen = 0.0, 0, 0
     per_clip: dict[str, list[float]] = {}
-    with torch.no_grad():
+    failed: dict[int, str] = {}
+    isolated = isinstance(compressor, Codec) and compressor.isolated
+    worker = IsolatedWorker(compressor, ctx.log.path if ctx.log else None) if isolated else None
+    with torch.no_grad(), (worker or contextlib.nullcontext()):
+        if worker is not None:
+            ctx.where(f"starting the isolated worker of {type(compressor).__name__}")
+            worker.start()  # its start-up (imports) is not a clip's compression time
         for batch in clip_batches(eval_ds, ds.eval_clips, ev.batch_size, ctx.device, ctx.progress, "evaluate"):
+            ids = list(range(seen, seen + len(batch["video"])))
+            seen += len(ids)
+            ctx.where(f"reconstruction: clips {ids[0]}-{ids[-1]}")
             if ev.figures and clips == 0:
                 compressor.save_figures(batch["video"][:1], ctx.run_dir / "figures")
             start = time.perf_counter()
-            compressed = compressor.compress(batch["video"])
+            if worker is None:
+                compressed = compressor.compress(batch["video"])
+            else:
+                compressed, ids, batch = compress_isolated(ctx, worker, compressor, batch, ids, failed)
             seconds += time.perf_counter() - start
-            clips += batch["video"].shape[0]
-            full.update(**metric_inputs(batch, compressed.reconstruction, compressed))
+            if compressed is None:  # every clip of the batch failed
+                continue
+            clips += len(ids)
+            full.update(clips=ids, **metric_inputs(batch, compressed.reconstruction, compressed))
             for name, values in compressed.info.get("per_clip", {}).items():
                 per_clip.setdefault(name, []).extend(float(v) for v in values)
             ctx.summary.setdefault("compress_info", []).append(
                 {k: v for k, v in compressed.info.items() if _jsonable(v)})
             for k, metrics in partial.items():
                 pred = compressor.decode(compressed.pyramid, layers=k)
-                metrics.update(**metric_inputs(batch, pred, compressed))
+                metrics.update(clips=ids, **metric_inputs(batch, pred, compressed))
     rows = full.rows() + [r for metrics in partial.values() for r in metrics.rows()]
     for metrics in [full, *partial.values()]:
         ctx.per_clip += metrics.clip_rows()
     for name, values in per_clip.items():
         rows.append(row(name, sum(values) / len(values)))
+    if failed:
+        ctx.summary["failed_clips"] = [{"clip": clip, "reason": why} for clip, why in sorted(failed.items())]
+        rows += [row("clips", float(clips), text=f"{clips} of {seen} clips measured"),
+                 row("clips_failed", float(len(failed)), False,
+                     text="; ".join(f"clip {clip}: {why}" for clip, why in sorted(failed.items())))]
     rows.append(row("compress_s_per_clip", seconds / max(clips, 1), False, timing=True))
     return rows
+
+
+def compress_isolated(ctx: RunContext, worker: IsolatedWorker, codec: Codec, batch: dict[str, Any],
+                      ids: list[int], failed: dict[int, str]) -> tuple[Compressed | None, list[int], dict[str, Any]]:
+    """Compress a batch clip by clip in ``worker``; return the result of the clips that succeeded, their numbers
+    and the batch cut down to them. A clip that failed twice goes to ``failed`` (clip -> reason)."""
+    _, _, T, H, W = batch["video"].shape
+    limit = codec.time_limit(T, H, W)
+    done: list[tuple[int, Compressed]] = []
+    for i, clip in enumerate(ids):
+        def retry(reason: str, clip: int = clip) -> None:
+            ctx.where(f"clip {clip}: {reason}; retrying in a fresh worker")
+        try:
+            done.append((i, worker.call("compress", batch["video"][i:i + 1].cpu(), limit_s=limit, on_retry=retry)))
+        except WorkerFailed as exc:
+            failed[clip] = str(exc)
+            ctx.where(f"clip {clip}: failed, left out of every value: {exc}")
+    if not done:
+        return None, [], batch
+    keep = [i for i, _ in done]
+    parts = [c for _, c in done]
+    per_clip_info: dict[str, list[Any]] = {}
+    for part in parts:
+        for name, values in part.info.get("per_clip", {}).items():
+            per_clip_info.setdefault(name, []).extend(values)
+    info = {**parts[0].info, "per_clip": per_clip_info}
+    if "clips" in parts[0].info:  # a codec's per-clip details, as one call on the whole batch lists them
+        info["clips"] = [c for part in parts for c in part.info["clips"]]
+    compressed = Compressed(torch.cat([p.reconstruction for p in parts]).to(ctx.device),
+                            torch.cat([p.bits for p in parts]), None, info)
+    kept = {key: (value[keep] if isinstance(value, torch.Tensor) else [value[i] for i in keep])
+            for key, value in batch.items()}
+    return compressed, [ids[i] for i in keep], kept
 
 
 def _jsonable(value: Any) -> bool:

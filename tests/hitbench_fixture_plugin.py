@@ -6,6 +6,8 @@ Loaded with ``-p hitbench_fixture_plugin``. Nothing here is a real benchmark com
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import torch
 from pydantic import Field
@@ -47,9 +49,14 @@ class FixtureNoiseDataset(VideoDataset):
     def __getitem__(self, index):
         if not 0 <= index < self.count:
             raise IndexError(index)
-        g = torch.Generator().manual_seed(self.config.seed * 1000 + index + (0 if self.split == "train" else 500))
-        video = torch.rand(3, *self.clip_shape, generator=g)
+        video = noise_clip(self.config, self.split, index)
         return {"video": video, "caption": f"clip {index}", "attrs": {"index": index}}
+
+
+def noise_clip(config: FixtureNoiseConfig, split: str, index: int) -> torch.Tensor:
+    """Clip ``index`` of a fixture-noise split: seeded random pixels."""
+    g = torch.Generator().manual_seed(config.seed * 1000 + index + (0 if split == "train" else 500))
+    return torch.rand(3, config.frames, config.height, config.width, generator=g)
 
 
 class FixtureQuantizeConfig(ComponentConfig):
@@ -73,6 +80,34 @@ class FixtureQuantizeCodec(Codec):
     def check_shape(self, frames, height, width):
         if height % 8:
             raise ShapeError(f"fixture-quantize needs height divisible by 8, got {height}")
+
+
+class FixtureCrashConfig(FixtureQuantizeConfig):
+    segfault_clip: int | None = Field(None, description="fixture-noise eval clip whose encode dies of SIGSEGV")
+    hang_clip: int | None = Field(None, description="fixture-noise eval clip whose encode spins forever")
+    time_limit_s: float = Field(2.0, gt=0, description="CPU seconds an encode of one clip may take")
+
+
+class FixtureCrashCodec(FixtureQuantizeCodec):
+    """Fixture: fixture-quantize, except that its encode of one fixture-noise eval clip (default config) kills the
+    process with SIGSEGV and of another hangs; for tests of the codec isolation."""
+
+    Config = FixtureCrashConfig
+
+    def compress(self, video):
+        noise = FixtureNoiseConfig()
+        for clip, fault in ((self.config.segfault_clip, "segfault"), (self.config.hang_clip, "hang")):
+            if clip is None or video.shape[2:] != noise_clip(noise, "val", clip).shape[1:]:
+                continue
+            if any(torch.equal(v, noise_clip(noise, "val", clip)) for v in video):
+                if fault == "segfault":
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                while True:  # spins at 100 % of a core, as libx265 once did
+                    pass
+        return super().compress(video)
+
+    def time_limit(self, frames, height, width):
+        return self.config.time_limit_s
 
 
 class FixtureMAE(BenchMetric):
@@ -263,6 +298,8 @@ class FixtureUnigramGenerator(Generator):
 def hitbench_register_components(catalog):
     catalog.add("dataset", "fixture-noise", FixtureNoiseDataset, description="test fixture: random clips")
     catalog.add("codec", "fixture-quantize", FixtureQuantizeCodec, description="test fixture: pixel quantiser")
+    catalog.add("codec", "fixture-crash", FixtureCrashCodec,
+                description="test fixture: a codec that segfaults on one clip and hangs on another")
     catalog.add("metric", "fixture-mae", FixtureMAE, description="test fixture: mean absolute error")
     catalog.add("metric", "fixture-mean", FixtureMean, description="test fixture: mean pixel of generated clips")
     catalog.add("metric", "fixture-mean-gap", FixtureMeanGap, description="test fixture: a whole-set metric")

@@ -6,6 +6,7 @@ and a memory estimate for whatever trains."""
 from __future__ import annotations
 
 import math
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -150,6 +151,10 @@ def test_codec_contract(name):
     assert first.bits.shape == (2,) and first.bits.dtype == torch.float64 and bool((first.bits >= 0).all())
     assert torch.equal(first.bits, second.bits) and torch.equal(first.reconstruction, second.reconstruction)
     assert first.pyramid is None  # a codec has a bitstream, no tokens
+    assert codec.time_limit(*CLIP) > 0
+    if codec.isolated:  # the runner pickles it into a worker and compresses one clip at a time
+        alone = pickle.loads(pickle.dumps(codec)).compress(video[1:])
+        assert torch.equal(alone.bits, first.bits[1:]) and torch.equal(alone.reconstruction, first.reconstruction[1:])
 
 
 @pytest.mark.parametrize("name", names("generator"))

@@ -75,8 +75,8 @@ class HiTVideoConfig(ComponentConfig):
                                                    "span)")
     resample: Literal["conv", "patch"] = Field(
         "patch", description="how encoder levels, decoder levels and the hierarchy's stages change the grid: conv = "
-                            "strided 3x3 causal conv down, nearest repeat + causal conv up; patch = a conv whose kernel "
-                            "is its stride down (each cell summarises exactly what it covers), its mirror up")
+                            "strided 3x3 causal conv down, nearest repeat + causal conv up; patch = a conv whose "
+                            "kernel is its stride down (each cell summarises exactly what it covers), its mirror up")
     block: Literal["resnet", "res21"] = Field(
         "res21", description="residual block: resnet = two causal (2+1)D convs, 3x3 convs in and out; res21 = one "
                               "spatial and one causal temporal conv, 1x1 convs in and out (half the cost)")
@@ -116,7 +116,8 @@ class HiTVideoConfig(ComponentConfig):
         "small": {**V10_LAYOUT, "channels": 64, "channel_mult": [1, 2, 2],
                   "spatial_down": [True] * 3, "patch_size": 2,
                   "temporal_down": [True, True, True], "num_res_blocks": 1, "z_channels": 128,
-                  "quant_dims": [16, 14, 12, 10], "loss": {**MAGVIT2_LOSS, "latent": 0.1, "entropy_sample_fraction": 1.0},
+                  "quant_dims": [16, 14, 12, 10],
+                  "loss": {**MAGVIT2_LOSS, "latent": 0.1, "entropy_sample_fraction": 1.0},
                   "crop_size": None,
                   "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
                             "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},

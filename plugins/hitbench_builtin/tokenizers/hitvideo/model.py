@@ -94,7 +94,8 @@ class HiTVideoTokenizer(Tokenizer):
         if cfg.interpolate != 1.0 and (h / cfg.interpolate != height or w / cfg.interpolate != width):
             raise ShapeError(f"interpolate {cfg.interpolate} does not map {height}x{width} to whole pixels")
         shape = [frames, h, w]
-        strides = [(cfg.patch_frames, cfg.patch_size, cfg.patch_size)] + level_strides(cfg) + [tuple(s) for s in cfg.layer_strides]
+        strides = ([(cfg.patch_frames, cfg.patch_size, cfg.patch_size)] + level_strides(cfg)
+                   + [tuple(s) for s in cfg.layer_strides])
         out = []
         for i, stride in enumerate(strides):
             for axis, (size, s) in enumerate(zip(shape, stride)):

@@ -50,7 +50,7 @@ BUILTINS = [
 #: decay 0.05, layer drops at 15 %, entropy from a quarter of the tokens, single-layer crops after its resize;
 #: 8 and 7: tiny trains 1800 steps; 9 and 8: temporal convs as 2D convs (other float rounding), tiny trains 2400 steps;
 #: 10 and 9: residual coarse-to-fine hierarchy with learned up-sampling stages, progressive training at every preset)
-VERSIONS = {("tokenizer", "hitvideo"): "11", ("tokenizer", "single-layer"): "10", ("generator", "ar-llama"): "2",
+VERSIONS = {("tokenizer", "hitvideo"): "12", ("tokenizer", "single-layer"): "11", ("generator", "ar-llama"): "2",
             ("codec", "x264"): "2", ("codec", "x265"): "2"}  # x264 / x265 2: without assembly (deterministic)
 
 

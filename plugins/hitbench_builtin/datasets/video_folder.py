@@ -73,11 +73,12 @@ CAPTION_INDEXES = ("captions.jsonl", "captions.csv")
 _TOL = 1e-6  # seconds: timestamps are rounded to the stream's time base
 _DURATION_TOL = 1e-3  # seconds: mkv/webm timestamps are rounded to milliseconds
 #: CPU seconds a probe may take in its worker: a fixed allowance plus 10 s per 100 MB of file (demuxing reads
-#: several hundred MB a second; a probe of the bundled 0.26 MB clip takes a few ms)
+#: several hundred MB a second; a probe of the bundled 0.26 MB clip takes 8 ms)
 PROBE_LIMIT_S, PROBE_S_PER_BYTE = 60.0, 1e-7
-#: CPU seconds a clip's decode may take: a fixed allowance plus 50 ns per pixel of every frame decoded up to the
-#: clip's last one, some 20 times what decoding (and converting to RGB) costs (benchmarks/RESULTS.md)
-DECODE_LIMIT_S, DECODE_S_PER_PIXEL = 60.0, 50e-9
+#: CPU seconds a clip's decode may take: a fixed allowance plus 100 ns per pixel of every frame decoded up to the
+#: clip's last one and of every frame shown; on the bundled clip decoding took 10 ns a pixel and converting a
+#: frame to RGB 35 ns a pixel (benchmarks/RESULTS.md)
+DECODE_LIMIT_S, DECODE_S_PER_PIXEL = 60.0, 100e-9
 
 
 class VideoFolderConfig(ComponentConfig):

@@ -107,6 +107,11 @@ class VideoDataset(torch.utils.data.Dataset, ABC):
         """What makes this data unique (for cache keys): config plus split, plus file stats if any."""
         return {"class": type(self).__qualname__, "config": self.config.model_dump(), "split": self.split}
 
+    def dropped(self) -> dict[str, str]:
+        """Files this split left out because they could not be read (file -> why), as far as it has read them: the
+        runner lists them in the run's summary (``dropped_files``) and below the table. None by default."""
+        return {}
+
 
 # --------------------------------------------------------------------------------------------
 # compressors: tokenizers and codecs

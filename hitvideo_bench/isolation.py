@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +180,19 @@ class IsolatedWorker:
             raise value
         return value
 
-    def call(self, method: str, *args: Any, limit_s: float, on_retry=None) -> Any:
-        """:meth:`call_once`, retried once in a fresh worker after a crash or a timeout (``on_retry(reason)`` is
-        told first); :class:`WorkerFailed` naming both reasons when the retry fails too."""
+    def call(self, method: str, *args: Any, limit_s: float, item: str = "", note: Callable[[str], None] | None = None
+             ) -> Any:
+        """:meth:`call_once`, retried once in a fresh worker after a crash or a timeout (``note``, e.g. a run log's
+        ``where``, is told first: ``<item>: <reason>; retrying in a fresh worker``); :class:`WorkerFailed` naming
+        both reasons when the retry fails too."""
         reasons = []
         for attempt in range(ATTEMPTS):
             try:
                 return self.call_once(method, *args, limit_s=limit_s)
             except WorkerFailed as exc:
                 reasons.append(str(exc))
-                if on_retry is not None and attempt + 1 < ATTEMPTS:
-                    on_retry(str(exc))
+                if note is not None and attempt + 1 < ATTEMPTS:
+                    note(f"{item}: {exc}; retrying in a fresh worker")
         raise WorkerFailed("; retried in a fresh worker: ".join(reasons))
 
     def close(self, dump: bool = False) -> int | None:
@@ -208,3 +211,24 @@ class IsolatedWorker:
             proc.kill()
             proc.join()
         return proc.exitcode
+
+
+#: this process's shared workers: pickled target -> (the process that started it, its log, the worker)
+_SHARED: dict[bytes, tuple[int, Path | None, IsolatedWorker]] = {}
+
+
+def shared_worker(target: Any, log: Path | None = None) -> IsolatedWorker | None:
+    """The worker this process keeps for ``target`` (targets that pickle the same share it), its faults written to
+    ``log``: started by its first call, reused by every later one (a dataset's files, the datasets of a run), a
+    new one when ``log`` changes (the next run). None in a daemonic process (a data loader's worker), which may not
+    start processes: the caller calls ``target`` there itself."""
+    if multiprocessing.current_process().daemon:
+        return None
+    key = pickle.dumps(target)
+    pid, old_log, worker = _SHARED.get(key, (None, None, None))
+    if worker is None or pid != os.getpid() or old_log != log:
+        if worker is not None and pid == os.getpid():  # a forked child leaves its parent's worker alone
+            worker.close()
+        worker = IsolatedWorker(target, log)
+        _SHARED[key] = (os.getpid(), log, worker)
+    return worker

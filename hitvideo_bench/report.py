@@ -391,10 +391,13 @@ def reference_rows(recipe: str, references: Sequence[ReferenceRow]) -> pd.DataFr
 
 
 def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed: Mapping[str, Mapping[str, Any]],
-              failed_clips: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[str]:
+              failed_clips: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+              dropped_files: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """Notes below a table: the version of every component the runs used (by providing plugin), the runs
-    that failed (``failed``: run -> {error, log}, as in ``manifest.json``'s ``failed_runs``) and the clips left
-    out of a run's values (``failed_clips``: run -> [{clip, reason}], as in its summary)."""
+    that failed (``failed``: run -> {error, log}, as in ``manifest.json``'s ``failed_runs``), the clips left
+    out of a run's values (``failed_clips``: run -> [{clip, reason}], as in its summary) and the files left out
+    of a run's data (``dropped_files``: run -> {file: why}, as in its summary; runs that dropped the same share
+    a note)."""
     by_plugin: dict[str, set[str]] = {}
     for identity in components.values():
         for part in identity.values():
@@ -411,7 +414,20 @@ def run_notes(components: Mapping[str, Mapping[str, Mapping[str, str]]], failed:
         notes.append(f"{run}: values cover the clips measured; {len(clips)} failed and left out (its `clips` row "
                      "counts the clips measured): " + "; ".join(f"clip {c.get('clip')}: {c.get('reason')}"
                                                                 for c in clips))
+    by_files: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for run, files in (dropped_files or {}).items():
+        by_files.setdefault(tuple(sorted(files.items())), []).append(run)
+    for files, runs in by_files.items():
+        notes.append(f"{', '.join(runs)}: files left out of the data, they could not be read: "
+                     + "; ".join(f"{file} ({why})" for file, why in files))
     return notes
+
+
+def summary_lists(summaries: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``failed_clips`` and the ``dropped_files`` of the runs that have them (``summaries``: run -> its summary),
+    as :func:`run_notes` takes them."""
+    return tuple({run: s[key] for run, s in summaries.items() if isinstance(s, dict) and s.get(key)}
+                 for key in ("failed_clips", "dropped_files"))
 
 
 def kernel_notes(summaries: Mapping[str, Any]) -> list[str]:
@@ -508,8 +524,7 @@ def manifest_notes(path: Path) -> list[str]:
         return []
     runs = manifest.get("runs") or {}
     components = {run: s["components"] for run, s in runs.items() if isinstance(s, dict) and s.get("components")}
-    failed_clips = {run: s["failed_clips"] for run, s in runs.items() if isinstance(s, dict) and s.get("failed_clips")}
-    return run_notes(components, manifest.get("failed_runs") or {}, failed_clips) + kernel_notes(runs)
+    return run_notes(components, manifest.get("failed_runs") or {}, *summary_lists(runs)) + kernel_notes(runs)
 
 
 def save_sample_sheet(videos: torch.Tensor, prompts: list[str], folder: Path, fps: float = 8.0,

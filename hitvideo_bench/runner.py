@@ -51,7 +51,8 @@ from .jobs import log_path, run_workers
 from .manager import get_plugins
 from .recipe import ResolvedRecipe, ResolvedVariant
 from .recipe.resolve import COMPONENT_FIELDS
-from .report import COLUMNS, kernel_notes, load_results, reference_rows, run_notes, write_report, write_results
+from .report import (COLUMNS, kernel_notes, load_results, reference_rows, run_notes, summary_lists, write_report,
+                     write_results)
 from .stages import (RunContext, compression_rows, curve_eval, curve_rows, generation_rows, obtain_generator,
                      obtain_tokenizer, reconstruction_rows)
 from .training import barrier, init_distributed, is_main_process
@@ -222,9 +223,8 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
     if frames:  # a table of the runs that finished, a note naming those that failed
         per_clip = (pd.concat(clip_frames, ignore_index=True) if clip_frames
                     else pd.DataFrame(columns=PER_CLIP_COLUMNS))
-        notes = (run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed,
-                           {run: s["failed_clips"] for run, s in summaries.items() if (s or {}).get("failed_clips")})
-                 + kernel_notes(summaries))
+        notes = run_notes({run: (s or {}).get("components", {}) for run, s in summaries.items()}, failed,
+                          *summary_lists(summaries)) + kernel_notes(summaries)
         files = write_report(results, resolved, out_dir, per_clip, notes)
     write_json(out_dir / "manifest.json", manifest(resolved, device, started, summaries, reused, failed))
     result = RecipeResult(out_dir, results, files, reused, failed)
@@ -308,8 +308,10 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
     ev = spec.evaluate
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    datasets = []
     try:
         eval_ds = ctx.eval_dataset()
+        datasets.append(eval_ds)
         clip_shape = tuple(eval_ds.clip_shape)
         if ev.compression and spec.tokenizer is not None and not train_only:
             with torch.device("meta"):
@@ -321,6 +323,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
                 rows += reconstruction_rows(ctx, ctx.create("codec"), eval_ds)
         elif needs_model:
             train_ds = ctx.train_dataset()
+            datasets.append(train_ds)
             ctx.where("stage tokenizer (train or load from the cache)")
             tokenizer, folder = obtain_tokenizer(ctx, train_ds, None if train_only else curve_eval(ctx, eval_ds))
             rows += curve_rows(ctx)
@@ -337,6 +340,9 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
         raise
     except Exception as exc:
         raise RunFailed(f"run {variant.name} (seed {seed}) failed: {type(exc).__name__}: {exc}") from exc
+    dropped = {file: why for ds in datasets for file, why in ds.dropped().items()}
+    if dropped:
+        ctx.summary["dropped_files"] = dropped
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("recipe", "variant", "seed", "source")]
                       + ["timing"])
     df.insert(0, "recipe", resolved.name)

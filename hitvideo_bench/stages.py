@@ -428,10 +428,9 @@ def compress_isolated(ctx: RunContext, worker: IsolatedWorker, codec: Codec, bat
     limit = codec.time_limit(T, H, W)
     done: list[tuple[int, Compressed]] = []
     for i, clip in enumerate(ids):
-        def retry(reason: str, clip: int = clip) -> None:
-            ctx.where(f"clip {clip}: {reason}; retrying in a fresh worker")
         try:
-            done.append((i, worker.call("compress", batch["video"][i:i + 1].cpu(), limit_s=limit, on_retry=retry)))
+            done.append((i, worker.call("compress", batch["video"][i:i + 1].cpu(), limit_s=limit, item=f"clip {clip}",
+                                        note=ctx.where)))
         except WorkerFailed as exc:
             failed[clip] = str(exc)
             ctx.where(f"clip {clip}: failed, left out of every value: {exc}")

@@ -33,12 +33,13 @@ def test_keep_decoded_reads_each_clip_once_and_gives_the_same_clips(monkeypatch)
     plain = hb.create_dataset("video-folder", **options)
     kept = hb.create_dataset("video-folder", keep_decoded=True, **options)
     assert kept.identity() == plain.identity()  # the same data: cached tokenizers stay valid
-    decodes = []
-    real = video_folder.decode_frames_at
-    monkeypatch.setattr(video_folder, "decode_frames_at", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    reads = []  # the dataset's calls of its (isolated) reader
+    real = video_folder.VideoFolder._read
+    monkeypatch.setattr(video_folder.VideoFolder, "_read",
+                        lambda self, method, *a, **k: reads.append(method) or real(self, method, *a, **k))
     first = [kept[i]["video"] for i in range(3)]
     first[0].zero_()  # a caller changing its copy does not change what is kept
     again = [kept[i]["video"] for i in range(3)]
-    assert len(decodes) == 3
+    assert reads.count("decode") == 3
     for i in range(3):
         assert torch.equal(again[i], plain[i]["video"])

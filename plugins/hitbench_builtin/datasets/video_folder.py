@@ -31,8 +31,17 @@ in ``root`` -- ``captions.jsonl`` (lines ``{"file": "a/b.mp4", "caption": "..."}
 the file's stem (``dog_running.mp4`` -> ``"dog_running"``).
 
 A file that cannot be read is an error naming it -- or, with ``on_error: skip``, skipped with a warning
-naming it. Files are listed when the dataset is built (a missing or empty ``root`` fails then, also in
-``hitbench validate``); they are probed (packets demuxed, first frame decoded) on first use.
+naming it and why (in the run's log too), listed by :meth:`VideoFolder.dropped` (the run's summary and a note
+below the table) and in the split's identity. Files are listed when the dataset is built (a missing or empty
+``root`` fails then, also in ``hitbench validate``); they are probed (packets demuxed, first frame decoded) on
+first use, all of them before any clip is read, so the files skipped are the same wherever the split is read.
+
+Isolation: probing and decoding (PyAV's native code) run in a worker process (:mod:`hitvideo_bench.isolation`;
+one for all files and datasets of a run), with a limit in CPU seconds from the file's size (probe) or the clip's
+(decode). A probe that crashes libav or passes its limit is retried once in a fresh worker; failing again, the
+file cannot be read (above). A decode that fails twice (of a file whose probe passed) stops the run with
+:class:`UnreadableClip` naming the file: the split cannot change while it is read. ``isolated: false``, and a data
+loader's worker process (``train.num_workers``), which may not start processes, read in their own process.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import av
 import numpy as np
@@ -54,6 +63,8 @@ from pydantic import Field, field_validator, model_validator
 
 from hitvideo_bench.components import ComponentConfig, VideoDataset
 from hitvideo_bench.errors import BadInput
+from hitvideo_bench.faults import current_log
+from hitvideo_bench.isolation import WorkerFailed, shared_worker
 from hitvideo_bench.video import crop_resize, from_uint8_frames
 
 EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi")
@@ -61,6 +72,13 @@ SPLITS = ("train", "val", "test", "all")
 CAPTION_INDEXES = ("captions.jsonl", "captions.csv")
 _TOL = 1e-6  # seconds: timestamps are rounded to the stream's time base
 _DURATION_TOL = 1e-3  # seconds: mkv/webm timestamps are rounded to milliseconds
+#: CPU seconds a probe may take in its worker: a fixed allowance plus 10 s per 100 MB of file (demuxing reads
+#: several hundred MB a second; a probe of the bundled 0.26 MB clip takes 8 ms)
+PROBE_LIMIT_S, PROBE_S_PER_BYTE = 60.0, 1e-7
+#: CPU seconds a clip's decode may take: a fixed allowance plus 100 ns per pixel of every frame decoded up to the
+#: clip's last one and of every frame shown; on the bundled clip decoding took 10 ns a pixel and converting a
+#: frame to RGB 35 ns a pixel (benchmarks/RESULTS.md)
+DECODE_LIMIT_S, DECODE_S_PER_PIXEL = 60.0, 100e-9
 
 
 class VideoFolderConfig(ComponentConfig):
@@ -79,6 +97,8 @@ class VideoFolderConfig(ComponentConfig):
     on_error: Literal["raise", "skip"] = "raise"
     keep_decoded: bool = Field(False, description="keep each clip in memory once decoded (a few clips read many "
                                                   "times, as in training on a small folder)")
+    isolated: bool = Field(True, description="probe and decode in a worker process, so that a crash or a hang in "
+                                             "libav costs a file, not the run (False: in this process)")
     extensions: tuple[str, ...] = EXTENSIONS
     seed: int = 0
     presets = {"tiny": {}, "small": {"frames": 32, "height": 128, "width": 128},
@@ -108,6 +128,7 @@ class _Probe:
     times: np.ndarray  # sorted, seconds from ``first``
     timed: bool  # False: the file has no timestamps; frames are counted at ``rate``
     rate: float
+    pixels: int = 0  # of one frame
 
     @property
     def duration(self) -> float:
@@ -130,6 +151,7 @@ def probe_video(path: Path) -> _Probe:
             stream = container.streams.video[0]
             base = stream.time_base
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            pixels = stream.codec_context.width * stream.codec_context.height
             stamps: list[float] = []
             count, decoded = 0, False
             for packet in container.demux(stream):
@@ -149,8 +171,8 @@ def probe_video(path: Path) -> _Probe:
         raise BadInput(f"{path}: no decodable frames (truncated or corrupt file?)")
     if len(stamps) == count:
         times = np.sort(np.asarray(stamps, dtype=np.float64))
-        return _Probe(float(times[0]), times - times[0], True, rate)
-    return _Probe(0.0, np.arange(count, dtype=np.float64) / rate, False, rate)
+        return _Probe(float(times[0]), times - times[0], True, rate, pixels)
+    return _Probe(0.0, np.arange(count, dtype=np.float64) / rate, False, rate, pixels)
 
 
 class _SeekOvershoot(Exception):
@@ -206,11 +228,39 @@ def _decode_at(path: Path, probe: _Probe, wanted: np.ndarray, seek: bool) -> np.
     return np.stack(out)
 
 
+class VideoReader:
+    """The native calls on a file (:func:`probe_video`, :func:`decode_frames_at`) and their time limits: what the
+    dataset's isolated worker holds (a class, so that a test can put a fixture reader in its place)."""
+
+    def probe(self, path: Path) -> _Probe:
+        return probe_video(path)
+
+    def decode(self, path: Path, probe: _Probe, wanted: np.ndarray) -> np.ndarray:
+        return decode_frames_at(path, probe, wanted)
+
+    def probe_limit(self, path: Path) -> float:
+        """CPU seconds probing ``path`` may take, from its size."""
+        return PROBE_LIMIT_S + PROBE_S_PER_BYTE * path.stat().st_size
+
+    def decode_limit(self, probe: _Probe, wanted: np.ndarray) -> float:
+        """CPU seconds decoding the frames shown at ``wanted`` may take, from the clip's size: every frame up to
+        the last one wanted (decoding starts at a key frame before the first) and each frame shown, at the file's
+        frame size."""
+        frames = int(np.searchsorted(probe.times, float(np.max(wanted)) + _TOL, side="right")) + 1 + len(wanted)
+        return DECODE_LIMIT_S + DECODE_S_PER_PIXEL * frames * probe.pixels
+
+
+class UnreadableClip(RuntimeError):
+    """A clip of a file that probed fine crashed or hung its decoder twice: it fails the run, naming the file."""
+
+
 class VideoFolder(VideoDataset):
     """Clips cut from the video files of one split of a folder (see the module docstring)."""
 
     Config = VideoFolderConfig
     splits = SPLITS
+    #: probes and decodes the files; in this process's isolated worker unless ``isolated: false``
+    reader: ClassVar[VideoReader] = VideoReader()
 
     def __init__(self, config: VideoFolderConfig, split: str = "train"):
         super().__init__(config, split)
@@ -221,6 +271,7 @@ class VideoFolder(VideoDataset):
             raise BadInput(f"video-folder: {shown} {what}", field="root")
         self.root = root
         self.files = self._split_files()
+        self._skipped: dict[Path, str] = {}  # file -> why (on_error: skip)
 
     # ----------------------------------------------------------------------------- files and splits
 
@@ -321,16 +372,36 @@ class VideoFolder(VideoDataset):
 
     # ----------------------------------------------------------------------------- clips
 
+    def _read(self, method: str, path: Path, *args: Any, limit_s: float) -> Any:
+        """``reader.<method>(path, *args)`` in this process's isolated worker (one for every file and dataset of a
+        run), retried once in a fresh worker after a crash or a hang (:class:`WorkerFailed` when that fails too);
+        in this process with ``isolated: false`` or in a data loader's worker (which may not start one)."""
+        log = current_log()
+        worker = shared_worker(self.reader, log.path if log else None) if self.config.isolated else None
+        if worker is None:
+            return getattr(self.reader, method)(path, *args)
+        return worker.call(method, path, *args, limit_s=limit_s, item=str(path), note=log.where if log else None)
+
+    def _skip(self, path: Path, message: str) -> None:
+        """``on_error: raise``: raise ``message``; ``skip``: leave ``path`` out with a warning, in :meth:`dropped`."""
+        if self.config.on_error == "raise":
+            raise BadInput(message)
+        warnings.warn(f"video-folder: skipping a file: {message}", stacklevel=4)
+        self._skipped[path] = message
+
+    def dropped(self) -> dict[str, str]:
+        return {str(path): why.removeprefix(f"{path}: ") for path, why in self._skipped.items()}
+
     @cached_property
     def _probes(self) -> dict[Path, _Probe]:
         probes = {}
         for path in self.files:
             try:
-                probes[path] = probe_video(path)
+                probes[path] = self._read("probe", path, limit_s=self.reader.probe_limit(path))
             except BadInput as exc:
-                if self.config.on_error == "raise":
-                    raise
-                warnings.warn(f"video-folder: skipping a file: {exc}", stacklevel=3)
+                self._skip(path, str(exc))
+            except WorkerFailed as exc:
+                self._skip(path, f"{path}: cannot read video: {exc}")
         return probes
 
     def _available(self, probe: _Probe, start: float) -> int:
@@ -345,12 +416,9 @@ class VideoFolder(VideoDataset):
         clips = []
         for path, probe in self._probes.items():
             if self._available(probe, 0.0) < cfg.frames and cfg.short_clips == "error":
-                message = (f"{path}: {probe.duration:.2f} s holds {self._available(probe, 0.0)} frames at "
-                           f"{cfg.fps:g} fps, fewer than one clip of {cfg.frames} (set short_clips: pad or loop, "
-                           f"or fewer frames)")
-                if cfg.on_error == "raise":
-                    raise BadInput(message)
-                warnings.warn(f"video-folder: skipping {path}: {message}", stacklevel=3)
+                self._skip(path, f"{path}: {probe.duration:.2f} s holds {self._available(probe, 0.0)} frames at "
+                                 f"{cfg.fps:g} fps, fewer than one clip of {cfg.frames} (set short_clips: pad or loop, "
+                                 f"or fewer frames)")
                 continue
             starts = [0.0]
             while (len(starts) < cfg.max_clips_per_file
@@ -379,7 +447,13 @@ class VideoFolder(VideoDataset):
         video = self._decoded.get(index)
         if video is None:
             probe = self._probes[path]
-            frames = decode_frames_at(path, probe, self.wanted_times(probe, start))
+            wanted = self.wanted_times(probe, start)
+            try:
+                frames = self._read("decode", path, probe, wanted, limit_s=self.reader.decode_limit(probe, wanted))
+            except WorkerFailed as exc:
+                raise UnreadableClip(f"video-folder: {path}: decoding its clip at {start:g} s failed: {exc} (the file "
+                                     f"probed fine, so it stays in the split and this run stops; remove the file "
+                                     f"to go on without it)") from None
             video = from_uint8_frames(frames)
             generator = torch.Generator().manual_seed(self.config.seed * 100_003 + index)
             video = crop_resize(video, self.config.height, self.config.width, self.config.crop, generator).contiguous()
@@ -393,7 +467,8 @@ class VideoFolder(VideoDataset):
         return {}
 
     def identity(self) -> dict[str, Any]:
-        """Config, split, and size + modification time of every video and caption file it reads."""
+        """Config, split, and size + modification time of every video and caption file it reads; with ``on_error:
+        skip``, the files left out, if any (a file that crashes libav on one machine only gives another key)."""
 
         def stat(p: Path) -> list:
             s = p.stat()
@@ -402,6 +477,9 @@ class VideoFolder(VideoDataset):
         sidecars = [p.with_suffix(".txt") for p in self.files if p.with_suffix(".txt").is_file()]
         indexes = [self.root / n for n in CAPTION_INDEXES if (self.root / n).is_file()]
         base = super().identity()
-        base["config"].pop("keep_decoded", None)  # where clips are kept does not change them
+        for how in ("keep_decoded", "isolated"):  # where clips are kept or decoded does not change them
+            base["config"].pop(how, None)
+        if self.config.on_error == "skip" and len(self) and self._skipped:  # len: every file is probed
+            base["dropped"] = sorted(p.relative_to(self.root).as_posix() for p in self._skipped)
         return {**base, "split_rule": self.split_rule, "files": [stat(p) for p in self.files],
                 "captions": [stat(p) for p in sidecars + indexes]}

@@ -72,13 +72,15 @@ def tokenizer_task(train: dict):
 
     from hitbench_builtin.tokenizers.hitvideo.config import V10_LAYOUT
 
-    # version 10's layout and optimiser (the longer presets'): with version 11's tiny lr (2e-3) the summation order of
-    # 2 processes moved the discriminator past this comparison's tolerance in 4 steps (2026-12-05)
+    # version 10's layout, optimiser and LFQ weights (the longer presets'): with version 11's tiny lr (2e-3), and again
+    # with version 12's light commitment, the summation order of 2 processes moved the discriminator past this
+    # comparison's tolerance in 4 steps (2026-12-05)
     v10 = {**V10_LAYOUT, "patch_size": 2, "channels": 32, "channel_mult": [1, 2], "spatial_down": [True, True],
            "temporal_down": [True, True]}
     config = get_catalog().make_config("tokenizer", "hitvideo", "tiny", {
         **v10, "crop_size": None, "disc_channels": 8,
-        "loss": {"perceptual": 0, "entropy": 0, "bit_entropy": 0, "entropy_sample_fraction": 1.0,
+        "loss": {"perceptual": 0, "entropy": 0, "bit_entropy": 0, "entropy_sample_fraction": 1.0, "commitment": 0.1,
+                 "latent": 0.1,
                  "adversarial": 0.1, "adversarial_start": 0.5}, "progressive": [0, 0.25, 0.5, 0.75],
         "train": {"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.05, **SHORT, **train}})
     torch.manual_seed(1)

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,6 +77,10 @@ def training_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: the sub-folder of a cache folder that its training works in (checkpoints, logs)
+WORK = "train"
+
+
 def cached_component(folder: Path, *, load: Callable[[], Any], train: Callable[[], tuple[Any, dict[str, Any]]],
                      save: Callable[[Any, Path], None], use_cache: bool = True) -> tuple[Any, dict[str, Any], bool]:
     """The trained thing cached in ``folder`` (a tokenizer, a generator, a metric's probe): ``load()`` when the folder
@@ -83,11 +88,14 @@ def cached_component(folder: Path, *, load: Callable[[], Any], train: Callable[[
     complete. Returns ``(thing, summary, trained_now)``. All of it under :func:`training_lock`, so that of several
     processes needing it one trains it and the others load it. Under ``torchrun`` rank 0 alone takes the lock and
     writes, the other ranks train in step with it (barriers); inside ``training.local_training()`` the process
-    works alone."""
+    works alone. ``use_cache=False`` retrains from scratch: the previous training's work folder (:data:`WORK`) goes
+    first, since its last checkpoint would resume the training at its end."""
     from .training import barrier, is_main_process
 
     main = is_main_process()
     with training_lock(folder) if main else contextlib.nullcontext():
+        if not use_cache and main:
+            shutil.rmtree(Path(folder) / WORK, ignore_errors=True)
         barrier()  # under torchrun: rank 0 has finished writing whatever the cache holds
         if use_cache and is_complete(folder):
             return load(), read_summary(folder), False

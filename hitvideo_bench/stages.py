@@ -316,7 +316,7 @@ def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
     def train() -> tuple[Tokenizer, dict[str, Any]]:
         tokenizer.to(ctx.device)
         fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
-        return tokenizer, tokenizer.fit(train_ds, workdir=folder / "train", device=ctx.device, seed=ctx.seed,
+        return tokenizer, tokenizer.fit(train_ds, workdir=folder / cache.WORK, device=ctx.device, seed=ctx.seed,
                                         progress=ctx.progress, eval_fn=fit_eval)
 
     return cached_component(ctx, key, "tokenizer", ref.name, folder,
@@ -501,7 +501,7 @@ def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | N
         generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
         pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
                                              ctx.variant.spec.evaluate.batch_size)
-        return generator, generator.fit(pyramid, captions, workdir=folder / "train", device=ctx.device,
+        return generator, generator.fit(pyramid, captions, workdir=folder / cache.WORK, device=ctx.device,
                                         seed=ctx.seed, progress=ctx.progress)
 
     return cached_component(ctx, "generator", "generator", ref.name, folder,

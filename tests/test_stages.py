@@ -162,6 +162,27 @@ def test_a_second_run_loads_every_component_from_the_cache(recipe, tmp_path, iso
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_no_cache_retrains_from_scratch_not_from_the_last_checkpoint(tmp_path):
+    """Kills: ``--no-cache`` resuming the cached training's finished checkpoint (no step trained again)."""
+    from hitvideo_bench import cache
+
+    folder = tmp_path / "tokenizer-x"
+    (folder / cache.WORK / "checkpoint").mkdir(parents=True)
+    (folder / cache.WORK / "checkpoint" / "state.pt").write_text("the finished training's last checkpoint")
+    cache.mark_complete(folder, {"steps": 3})
+    seen = []
+
+    def train():
+        seen.append(sorted(p.name for p in folder.rglob("*")))
+        return "retrained", {"steps": 3}
+
+    thing, _, trained = cache.cached_component(folder, load=lambda: "loaded", train=train, save=lambda t, p: None,
+                                               use_cache=False)
+    assert (thing, trained) == ("retrained", True)
+    assert "state.pt" not in seen[0] and "checkpoint" not in seen[0]
+    assert cache.cached_component(folder, load=lambda: "loaded", train=train, save=lambda t, p: None)[0] == "loaded"
+
+
 def cache_folders(recipe: Path, out: Path, sets=()) -> tuple[str, str]:
     _, summary = run(recipe, out, sets, resume=False)
     return summary["tokenizer"]["cached"], summary["generator"]["cached"]

@@ -28,7 +28,7 @@ declare -A MODULES=(
     tests/test_recipe_duplicates.py"
   [runner]="hitvideo_bench/runner.py|tests/test_runner_units.py tests/test_runner.py tests/test_runner_failures.py \
     tests/test_runner_partial.py tests/test_run_identity.py tests/test_resume_reported.py tests/test_stages.py"
-  [report]="hitvideo_bench/report.py|tests/test_report.py tests/test_report_readable.py tests/test_runner.py \
+  [report]="hitvideo_bench/report/*|tests/test_report.py tests/test_report_readable.py tests/test_runner.py \
     tests/test_runner_partial.py tests/test_claims.py tests/test_run_identity.py"
   [metrics]="hitbench_builtin/metrics/pixel.py hitbench_builtin/metrics/rate.py|tests/test_metrics_pixel.py tests/test_metrics_merge.py"
 )

@@ -5,7 +5,8 @@ Public API (stable)::
     import hitvideo_bench as hb
     hb.list_components("tokenizer")
     tok = hb.create_tokenizer("hitvideo", preset="paper")
-    ds = hb.create_dataset("synthetic-shapes", preset="tiny", split="train")
+    ds = hb.create_dataset("synthetic-shapes", preset="paper", split="train")
+    gen = hb.create_generator("ar-llama", tok, clip_shape=ds.clip_shape, preset="paper")
     m = hb.create_metric("psnr"); m.update(pred=pred, target=target); m.compute()
     df = hb.load_results("results/reconstruction/<run-id>")
 """
@@ -21,7 +22,7 @@ from .hookspecs import hookimpl
 from .manager import get_catalog, get_plugins
 from .tokens import TokenPyramid
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BadInput", "BenchMetric", "Codec", "Compressed", "ComponentConfig", "Generator", "HitbenchError",
@@ -57,9 +58,11 @@ def create_codec(name: str, preset: str | None = None, **overrides: Any) -> Code
     return get_catalog().create("codec", name, preset=preset, overrides=overrides)
 
 
-def create_generator(name: str, tokenizer: Tokenizer, preset: str | None = None, **overrides: Any) -> Generator:
-    """A generator over ``tokenizer``'s token pyramid."""
-    return get_catalog().create("generator", name, preset=preset, overrides=overrides, tokenizer=tokenizer)
+def create_generator(name: str, tokenizer: Tokenizer, clip_shape: tuple[int, int, int], preset: str | None = None,
+                     **overrides: Any) -> Generator:
+    """A generator over ``tokenizer``'s token pyramids of clips of ``clip_shape`` ``(T, H, W)``."""
+    return get_catalog().create("generator", name, preset=preset, overrides=overrides, tokenizer=tokenizer,
+                                clip_shape=clip_shape)
 
 
 def create_metric(name: str, preset: str | None = None, **overrides: Any) -> BenchMetric:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .distributed import barrier, is_main_process
 from .io import read_json, write_json
 
 MARKER = "COMPLETE"
@@ -87,11 +88,9 @@ def cached_component(folder: Path, *, load: Callable[[], Any], train: Callable[[
     is complete, else ``train()`` (the thing and its training summary), ``save(thing, folder)`` and the folder marked
     complete. Returns ``(thing, summary, trained_now)``. All of it under :func:`training_lock`, so that of several
     processes needing it one trains it and the others load it. Under ``torchrun`` rank 0 alone takes the lock and
-    writes, the other ranks train in step with it (barriers); inside ``training.local_training()`` the process
+    writes, the other ranks train in step with it (barriers); inside ``distributed.local_training()`` the process
     works alone. ``use_cache=False`` retrains from scratch: the previous training's work folder (:data:`WORK`) goes
     first, since its last checkpoint would resume the training at its end."""
-    from .training import barrier, is_main_process
-
     main = is_main_process()
     with training_lock(folder) if main else contextlib.nullcontext():
         if not use_cache and main:

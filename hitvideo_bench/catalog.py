@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from .components import KINDS, BenchMetric, Codec, ComponentConfig, Generator, Tokenizer, VideoDataset
-from .errors import BadInput, Problem, did_you_mean
+from .components import KINDS, BenchMetric, Codec, ComponentConfig, Generator, Tokenizer, VideoDataset, overrides
+from .errors import BadInput, ContractError, Problem, did_you_mean
+from .training import EXECUTION_FIELDS, TrainConfig
 
 BASES = {"tokenizer": Tokenizer, "codec": Codec, "generator": Generator, "metric": BenchMetric,
          "dataset": VideoDataset}
@@ -52,10 +54,28 @@ class ComponentSpec:
                 target = obj
             base = BASES[self.kind]
             if not (isinstance(target, type) and issubclass(target, base)):
-                raise BadInput(f"{self.kind} {self.name!r} (plugin {self.plugin}): {target!r} is not a "
-                               f"subclass of {base.__module__}.{base.__name__}")
+                raise ContractError(f"{self.who}: {target!r} is not a subclass of hitvideo_bench.api.{base.__name__}")
+            problems = contract_problems(target)
+            if problems:
+                raise ContractError(f"{self.who}: " + "; ".join(problems) + " (docs/plugins.md)")
             self._cls = target
         return self._cls
+
+    @contextlib.contextmanager
+    def blame(self) -> Iterator[None]:
+        """Within the block, a :class:`ContractError` that does not name this component yet is said as its own
+        (``kind 'name' (plugin P): ...``), so that every contract failure names the plugin to fix."""
+        try:
+            yield
+        except ContractError as exc:
+            if self.who in str(exc):
+                raise
+            raise ContractError(f"{self.who}: {exc}") from exc
+
+    @property
+    def who(self) -> str:
+        """``kind 'name' (plugin P)``, for messages."""
+        return f"{self.kind} {self.name!r} (plugin {self.plugin})"
 
     @property
     def config_cls(self) -> type[ComponentConfig]:
@@ -129,8 +149,40 @@ class Catalog:
     def create(self, kind: str, name: str, *, preset: str | None = None,
                overrides: Mapping[str, Any] | None = None, **dependencies: Any) -> Any:
         """Create a component by name from ``preset`` plus ``overrides``; ``dependencies`` go to its constructor."""
-        config = self.make_config(kind, name, preset, overrides)
-        return self.get(kind, name).load()(config, **dependencies)
+        return self.build(kind, name, self.make_config(kind, name, preset, overrides), **dependencies)
+
+    def build(self, kind: str, name: str, config: ComponentConfig, **dependencies: Any) -> Any:
+        """Create a component from its validated ``config`` (a copy of it: a component may change its own); a tokenizer
+        that wraps another (``wraps``) gets it built here (untrained) unless ``base`` is given."""
+        cls = self.get(kind, name).load()
+        config = config.model_copy(deep=True)
+        if kind == "tokenizer" and cls.wraps and "base" not in dependencies:
+            dependencies["base"] = self.wrapped_base(cls, config)
+        return cls(config, **dependencies)
+
+    def wrapped_base(self, cls: type, config: ComponentConfig) -> Tokenizer:
+        """A new (untrained) instance of the tokenizer that a tokenizer of class ``cls`` with ``config`` wraps."""
+        inner = self._wrapped(cls, config.preset, config.model_dump(mode="json", exclude={"preset"}))
+        return self.create("tokenizer", inner[0], preset=inner[1], overrides=inner[2])
+
+    def wrapped_ref(self, name: str, preset: str, config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """The tokenizer that tokenizer ``name`` with ``config`` wraps (the config field its class declares as
+        ``wraps``), as ``(name, preset, resolved config)``, exactly as a variant naming it directly resolves it (so
+        both share one cache entry); None when it wraps nothing. The one place the core reads a wrapper's field."""
+        return self._wrapped(self.get("tokenizer", name).load(), preset, config)
+
+    def _wrapped(self, cls: type, preset: str, config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        name, field_name = cls.__name__, cls.wraps
+        ref = config.get(field_name) if field_name else None
+        if ref is None:
+            return None
+        if not isinstance(ref, Mapping) or "name" not in ref:
+            raise BadInput(f"tokenizer {name!r}: {field_name} must name the tokenizer it wraps "
+                           "({name, preset, config})", field=f"tokenizer.config.{field_name}")
+        inner_preset = ref.get("preset") or preset
+        inner = self.make_config("tokenizer", ref["name"], inner_preset, ref.get("config") or {},
+                                 field_prefix=f"tokenizer.config.{field_name}.config")
+        return ref["name"], inner_preset, inner.model_dump(mode="json", exclude={"preset"})
 
 
 def validation_problems(exc: ValidationError, prefix: str = "", model: type | None = None,
@@ -141,7 +193,10 @@ def validation_problems(exc: ValidationError, prefix: str = "", model: type | No
         path = ".".join(str(p) for p in err["loc"])
         full = f"{prefix}.{path}" if prefix and path else (prefix or path)
         msg = err["msg"]
-        if err["type"] == "extra_forbidden" and model is not None:
+        if err["type"] == "extra_forbidden" and err["loc"][-1] in EXECUTION_FIELDS and len(err["loc"]) > 1:
+            msg = (f"an execution setting, not part of a component since contract version 2: set it for the run "
+                   f"in the recipe's run: section (run.{err['loc'][-1]}), see docs/plugins.md")
+        elif err["type"] == "extra_forbidden" and model is not None:
             allowed = _allowed_fields(model, err["loc"][:-1])
             if allowed:
                 msg = "unknown field." + did_you_mean(str(err["loc"][-1]), allowed)
@@ -169,3 +224,42 @@ def _allowed_fields(model: type, loc: tuple) -> list[str]:
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [n for n in current.model_fields]
     return []
+
+
+def contract_problems(cls: type) -> list[str]:
+    """What a component class declares wrongly or leaves out (checked when it is first loaded, so that a plugin's
+    mistake is said before a run starts, naming the component)."""
+    problems = []
+    if inspect.isabstract(cls):
+        problems.append(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+        return problems + [f"{cls.__name__}.Config must be a ComponentConfig subclass"]
+    if issubclass(cls, (Tokenizer, Generator)):
+        base = Tokenizer if issubclass(cls, Tokenizer) else Generator
+        field_name = cls.train_settings
+        if field_name is None and overrides(cls, base, "training_task"):
+            problems.append(f"{cls.__name__} implements training_task() but does not declare train_settings (the "
+                            "name of its config's TrainConfig field, e.g. train_settings = 'train')")
+        if overrides(cls, base, "fit") and "execution" not in inspect.signature(cls.fit).parameters and not any(
+                p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.fit).parameters.values()):
+            problems.append(f"{cls.__name__}.fit() takes no execution argument (the run's execution settings, "
+                            "contract version 2): add execution=None to its signature")
+        if field_name is not None and not _is_train_config(config, field_name):
+            problems.append(f"{cls.__name__}.train_settings = {field_name!r}, but {config.__name__} has no "
+                            f"TrainConfig field {field_name!r}")
+    if issubclass(cls, Tokenizer):
+        if cls.wraps is not None and cls.wraps not in config.model_fields:
+            problems.append(f"{cls.__name__}.wraps = {cls.wraps!r}, but {config.__name__} has no field {cls.wraps!r}")
+        hooks = [overrides(cls, Tokenizer, h) for h in ("tokens_to_latents", "decode_latents")]
+        if any(hooks) and not all(hooks):
+            problems.append(f"{cls.__name__} implements only one of the latent hooks tokens_to_latents() and "
+                            "decode_latents(): dynamic encoding needs both")
+    if issubclass(cls, BenchMetric) and cls.resampled and not overrides(cls, BenchMetric, "compute_on"):
+        problems.append(f"{cls.__name__} declares resampled = True but does not implement compute_on()")
+    return problems
+
+
+def _is_train_config(config: type[ComponentConfig], field_name: str) -> bool:
+    fld = config.model_fields.get(field_name)
+    return fld is not None and isinstance(fld.annotation, type) and issubclass(fld.annotation, TrainConfig)

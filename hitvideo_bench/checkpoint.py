@@ -2,8 +2,8 @@
 
 :func:`load_pretrained` rebuilds the component through the catalog from the saved config and loads
 the weights strictly, so a folder is self-describing and never unpickles code. A wrapper tokenizer
-(a config with ``base: {name, preset, config}``) gets its base rebuilt the same way; its weights are
-part of the wrapper's state.
+(a class declaring ``wraps``) gets its base rebuilt by the catalog the same way; its weights are part of the
+wrapper's state.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ def save_pretrained(component: torch.nn.Module, folder: str | Path, kind: str, n
     state = {k: v.detach().contiguous().cpu().clone() for k, v in component.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"kind": kind, "name": name})
-    write_json(folder / CONFIG, {"kind": kind, "name": name, "hitbench": __version__,
-                                 "config": component.config.model_dump(mode="json")})
+    meta = {"kind": kind, "name": name, "hitbench": __version__, "config": component.config.model_dump(mode="json")}
+    if kind == "generator":  # the clip shape it models, a constructor argument besides its tokenizer
+        meta["clip_shape"] = list(component.clip_shape)
+    write_json(folder / CONFIG, meta)
     return folder
 
 
@@ -44,7 +46,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def load_pretrained(folder: str | Path, **dependencies: Any) -> Any:
     """Rebuild the component saved in ``folder``; ``dependencies`` go to its constructor
-    (e.g. ``tokenizer=`` for a generator)."""
+    (``tokenizer=`` for a generator, whose clip shape the folder records)."""
     from .manager import get_catalog
 
     folder = Path(folder)
@@ -52,10 +54,8 @@ def load_pretrained(folder: str | Path, **dependencies: Any) -> Any:
     catalog = get_catalog()
     config = dict(meta["config"])
     preset = config.pop("preset", None)
-    base = config.get("base")
-    if meta["kind"] == "tokenizer" and isinstance(base, dict) and "name" in base and "base" not in dependencies:
-        dependencies["base"] = catalog.create("tokenizer", base["name"], preset=base.get("preset") or preset,
-                                              overrides=base.get("config") or {})
+    if "clip_shape" in meta:
+        dependencies.setdefault("clip_shape", tuple(meta["clip_shape"]))
     component = catalog.create(meta["kind"], meta["name"], preset=preset, overrides=config, **dependencies)
     state = load_file(str(folder / WEIGHTS))
     missing, unexpected = component.load_state_dict(state, strict=False)

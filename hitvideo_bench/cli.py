@@ -171,14 +171,16 @@ def cmd_validate(args) -> int:
             print(f"    codec {spec.codec.name} ({spec.codec.preset})")
             continue
         ref = spec.tokenizer
-        with torch.device("meta"):
+        with torch.device("meta"), catalog.get("tokenizer", ref.name).blame():
             tokenizer = catalog.create("tokenizer", ref.name, preset=ref.preset, overrides=ref.config)
         grids = tokenizer.token_grid_shapes(*variant.clip_shape)
         line = (f"    tokenizer {ref.name} ({ref.preset}): "
                 f"{memory.format_count(sum(p.numel() for p in tokenizer.parameters()))} parameters, tokens per layer "
                 + ", ".join("x".join(map(str, g)) for g in grids))
         if tokenizer.trainable:
-            _print_with_memory(line, type(tokenizer), tokenizer.config, variant.clip_shape, world_size=args.nproc)
+            with catalog.get("tokenizer", ref.name).blame():
+                _print_with_memory(line, type(tokenizer), tokenizer.config, variant.clip_shape, world_size=args.nproc,
+                                   execution=resolved.recipe.run)
             for warning in tokenizer.training_warnings(*variant.clip_shape):
                 print(f"      warning: {warning}")
         else:
@@ -186,19 +188,22 @@ def cmd_validate(args) -> int:
         if spec.generator is not None:
             ref = spec.generator
             config = catalog.make_config("generator", ref.name, ref.preset, ref.config)
-            _print_with_memory(f"    generator {ref.name} ({ref.preset})", catalog.get("generator", ref.name).load(),
-                               config, grids, world_size=args.nproc, with_params=True, tokenizer=tokenizer)
+            spec = catalog.get("generator", ref.name)
+            with spec.blame():
+                _print_with_memory(f"    generator {ref.name} ({ref.preset})", spec.load(), config, grids,
+                                   world_size=args.nproc, with_params=True, tokenizer=tokenizer,
+                                   clip_shape=variant.clip_shape, execution=resolved.recipe.run)
     return 0
 
 
 def _print_with_memory(line: str, cls, config, shape, *, world_size: int, with_params: bool = False,
-                       **dependencies) -> None:
+                       execution=None, **dependencies) -> None:
     """Print a trainable component's line with its training memory per GPU, the estimate's notes below, and the
     settings that make it fit an 80 GB GPU."""
     from .memory import NotEstimated, TrainingTrace, fit_advice, format_count
 
     try:
-        trace = TrainingTrace(cls, config, shape, **dependencies)
+        trace = TrainingTrace(cls, config, shape, execution=execution, **dependencies)
         result = trace.estimate(world_size=world_size)
     except NotEstimated as exc:
         print(f"{line}; training memory: not estimated ({exc})")
@@ -238,14 +243,14 @@ def cmd_table(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from . import weights
+    from . import download, weights
 
     if args.import_file is not None:
         info = weights.import_file(args.import_file)
         print(f"imported {args.import_file} as {info.name}: {info.path}")
         return 0
     if args.download is not None:
-        for info, outcome in weights.download(args.download, progress=sys.stderr.isatty()):
+        for info, outcome in download.download(args.download, progress=sys.stderr.isatty()):
             print(f"{info.name}: {outcome}")
         return 0
     print(weights.format_table())

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -23,9 +23,7 @@ from torchmetrics import Metric
 
 from .errors import BadInput, ShapeError
 from .tokens import TokenPyramid
-
-if TYPE_CHECKING:
-    from .training import TrainingTask
+from .training import Execution, TrainingTask, fit_component
 
 KINDS = ("tokenizer", "codec", "generator", "metric", "dataset")
 PRESETS = ("tiny", "small", "paper")
@@ -181,6 +179,12 @@ class Tokenizer(torch.nn.Module, ABC):
     """
 
     Config: ClassVar[type[ComponentConfig]]
+    #: the config field holding its :class:`~hitvideo_bench.training.TrainConfig`, for a tokenizer that trains through
+    #: the shared trainer (:meth:`training_task`); None: not trained that way
+    train_settings: ClassVar[str | None] = None
+    #: the config field naming a tokenizer this one wraps (``{name, preset, config}``, e.g. ``masked``'s ``base``): the
+    #: core builds that tokenizer (trained, through the cache) and passes it to the constructor as ``base=``
+    wraps: ClassVar[str | None] = None
 
     def __init__(self, config: ComponentConfig):
         super().__init__()
@@ -219,18 +223,19 @@ class Tokenizer(torch.nn.Module, ABC):
     def training_task(self, data: VideoDataset | None, device: torch.device, *,
                       shapes_only: bool = False) -> TrainingTask | None:
         """How this tokenizer trains on ``data`` (see :class:`hitvideo_bench.training.TrainingTask`), its settings in
-        ``config.train`` (a :class:`~hitvideo_bench.training.TrainConfig`). ``shapes_only``: for the memory
-        estimate, built on a device with no memory behind it and without data. None (default): not trainable."""
+        the config field :attr:`train_settings` names. ``shapes_only``: for the memory estimate, built on a device
+        with no memory behind it and without data (the task must not read ``data``). None (default): not
+        trainable."""
         return None
 
     def fit(self, dataset: VideoDataset, *, workdir: Path, device: torch.device, seed: int,
-            progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
-        """Train on ``dataset`` through the shared trainer; checkpoints go to ``workdir`` and training resumes from
-        there. ``eval_fn(step)`` is called every ``config.train.eval_every`` steps (for curves). Returns a summary."""
-        from .training import fit_component
-
+            progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None,
+            execution: Execution | None = None) -> dict[str, Any]:
+        """Train on ``dataset`` through the shared trainer, executed as the run says (``execution``); checkpoints go
+        to ``workdir`` and training resumes from there. ``eval_fn(step)`` is called every ``eval_every`` steps of its
+        train settings (for curves). Returns a summary."""
         return fit_component(self, dataset, workdir=workdir, device=device, seed=seed, progress=progress,
-                             eval_fn=eval_fn)
+                             eval_fn=eval_fn, execution=execution)
 
     def check_shape(self, frames: int, height: int, width: int) -> None:
         """Raise :class:`ShapeError` for a clip shape this tokenizer cannot take."""
@@ -245,10 +250,6 @@ class Tokenizer(torch.nn.Module, ABC):
         """Training settings that are legal on clips of that shape but likely to waste training (``hitbench
         validate`` prints them), e.g. a crop that leaves a layer's grid under 2 cells on a side. Default: none."""
         return []
-
-    def save_pretrained(self, path: Path) -> None:
-        """Save weights (safetensors) and the resolved config so :func:`load_tokenizer` rebuilds it."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
 
     # ---------------------------------------------------------------------------- dynamic-encoding hooks
 
@@ -303,17 +304,28 @@ class Tokenizer(torch.nn.Module, ABC):
 
 
 class Generator(torch.nn.Module, ABC):
-    """A text-to-video token generator over a tokenizer's pyramid, built as ``cls(config, tokenizer=...)``.
+    """A text-to-video token generator over a tokenizer's pyramid, built as ``cls(config, tokenizer=...,
+    clip_shape=(T, H, W))``: it knows from the start the token grids it models (:attr:`grid_shapes`, densest layer
+    first) and their codebooks (:attr:`codebook_sizes`), so a fresh instance can :meth:`sample`.
 
     Implement :meth:`sample`; a trainable generator implements :meth:`training_task` (its data: the tokenized
     train split and its captions); :meth:`nll_bits_per_token` is optional (``evaluate.generation.nll``).
     """
 
     Config: ClassVar[type[ComponentConfig]]
+    #: the config field holding its :class:`~hitvideo_bench.training.TrainConfig`, for a generator that trains through
+    #: the shared trainer (:meth:`training_task`); None: not trained that way
+    train_settings: ClassVar[str | None] = None
 
-    def __init__(self, config: ComponentConfig, tokenizer: Tokenizer):
+    def __init__(self, config: ComponentConfig, tokenizer: Tokenizer, clip_shape: tuple[int, int, int]):
         super().__init__()
         self.config = config
+        #: ``(T, H, W)`` of the clips it models
+        self.clip_shape = tuple(int(s) for s in clip_shape)
+        #: per-layer ``(t, h, w)`` token grids of those clips, densest layer first
+        self.grid_shapes = [tuple(int(n) for n in g) for g in tokenizer.token_grid_shapes(*self.clip_shape)]
+        #: per-layer codebook sizes, densest layer first
+        self.codebook_sizes = [int(n) for n in tokenizer.codebook_sizes]
 
     @abstractmethod
     def sample(self, prompts: list[str], cfg_scale: float = 1.0, seed: int = 0, *, temperature: float = 1.0,
@@ -335,18 +347,16 @@ class Generator(torch.nn.Module, ABC):
     def training_task(self, data: tuple[TokenPyramid, list[str]] | None, device: torch.device, *,
                       shapes_only: bool = False) -> TrainingTask | None:
         """How this generator trains on ``data`` = (the tokenized clips, their captions), settings in
-        ``config.train``. ``shapes_only``: for the memory estimate, without data, on a device with no memory
-        behind it; the generator's config then holds the tokenizer's ``grid_shapes``. None (default): not
-        trainable."""
+        the config field :attr:`train_settings` names. ``shapes_only``: for the memory estimate, without data, on a
+        device with no memory behind it. None (default): not trainable."""
         return None
 
     def fit(self, pyramids: TokenPyramid, captions: list[str], *, workdir: Path, device: torch.device,
-            seed: int, progress: bool = True) -> dict[str, Any]:
-        """Train on tokenized clips and their captions through the shared trainer; resumable from ``workdir``."""
-        from .training import fit_component
-
+            seed: int, progress: bool = True, execution: Execution | None = None) -> dict[str, Any]:
+        """Train on tokenized clips and their captions through the shared trainer, executed as the run says;
+        resumable from ``workdir``."""
         return fit_component(self, (pyramids, captions), workdir=workdir, device=device, seed=seed,
-                             progress=progress)
+                             progress=progress, execution=execution)
 
     def nll_bits_per_token(self, pyramid: TokenPyramid, prompts: list[str]) -> dict[int, float] | None:
         """Teacher-forced negative log-likelihood of ``pyramid`` given ``prompts``, in bits per token, per layer

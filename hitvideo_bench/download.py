@@ -14,12 +14,14 @@ import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import BadInput, HitbenchError
-from .weights import (WEIGHT_FILES, WeightInfo, check_loadable, checksum_problem, import_hf_folder, sha256_of)
+from .weights import (WEIGHT_FILES, WeightInfo, check_loadable, checksum_problem, find, import_hf_folder, info,
+                      is_present, registry, sha256_of)
 
 CHUNK = 1 << 20
 TIMEOUT = 60  # seconds without data before a connection counts as broken
@@ -128,4 +130,20 @@ def _fetch_into(url: str, target: Path, progress: bool, label: str) -> None:
     os.replace(partial, target)
 
 
-__all__ = ["DownloadFailed", "fetch_url", "fetch_weight"]
+def download(names: list[str] | None = None, progress: bool = True) -> Iterator[tuple[WeightInfo, str]]:
+    """Fetch weights ``names`` (default: every downloadable one) from their canonical URLs into the caches
+    :func:`~hitvideo_bench.weights.find` reads, skipping those present; yields ``(entry, what happened)`` as each
+    one is done. Unknown names are rejected before anything is fetched."""
+    entries = [info(n) for n in names] if names else [e for e in registry().values() if e.kind != "package"]
+    for entry in entries:
+        if entry.kind == "package":
+            raise BadInput(f"{entry.name}: ships with the {entry.package} package, nothing to download; "
+                           f"{entry.hint()}")
+    for entry in entries:
+        if is_present(entry.name):
+            yield entry, f"present: {find(entry.name)}"
+        else:
+            yield entry, f"downloaded: {fetch_weight(entry, progress=progress)}"
+
+
+__all__ = ["DownloadFailed", "download", "fetch_url", "fetch_weight"]

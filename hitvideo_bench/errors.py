@@ -54,6 +54,11 @@ class ShapeError(BadInput):
     """A video shape that a component cannot take."""
 
 
+class ContractError(BadInput):
+    """A plugin broke the component contract (docs/plugins.md): the message names the component, its plugin when
+    known, and what to change."""
+
+
 class RunFailed(HitbenchError):
     """A run broke while executing (not the user's input)."""
 

@@ -14,12 +14,13 @@ import importlib.metadata as md
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
 from .catalog import Catalog
-from .errors import BadInput, did_you_mean
+from .errors import BadInput, ContractError, Problem, did_you_mean
 
 ENTRY_POINT_GROUP = "hitbench"
 #: the hooks a plugin may implement
@@ -42,6 +43,38 @@ class Plugins:
     catalog: Catalog
     failures: list[PluginFailure] = field(default_factory=list)
     info: dict[str, tuple[str, str]] = field(default_factory=dict)  # plugin -> (dist, version)
+
+    @property
+    def hooks(self) -> _Hooks:
+        """The hooks to call (``plugins.hooks.hitbench_run_start(...)``): each plugin's implementation is called in
+        pluggy's order, and one that raises stops the run with an error naming the plugin and the hook (exit 2)."""
+        return _Hooks(self.pm)
+
+
+class _Hooks:
+    def __init__(self, pm: pluggy.PluginManager):
+        self._pm = pm
+
+    def __getattr__(self, hook: str):
+        caller = getattr(self._pm.hook, hook)
+
+        def call(**kwargs: Any) -> list[Any]:
+            results = []
+            for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
+                try:
+                    result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+                except BadInput as exc:
+                    raise type(exc)([Problem(f"plugin {impl.plugin_name}, hook {hook}: {p.message}", p.file, p.line,
+                                             p.field) for p in exc.problems]) from exc
+                except Exception as exc:
+                    raise ContractError(f"plugin {impl.plugin_name}: its hook {hook} raised {type(exc).__name__}: "
+                                        f"{exc} (fix the plugin, or leave it out with -p no:{impl.plugin_name})") \
+                        from exc
+                if result is not None:
+                    results.append(result)
+            return results
+
+        return call
 
 
 def _parse_plugin_args(args: Sequence[str]) -> tuple[list[str], set[str]]:

@@ -148,7 +148,7 @@ def run_recipe(resolved: ResolvedRecipe, options: RunOptions) -> RecipeResult:
         write_text(out_dir / "resolved.yaml", yaml.safe_dump(resolved.as_dict(), sort_keys=False))
     barrier()
     plugins = get_plugins()
-    hook = plugins.pm.hook
+    hook = plugins.hooks
     identities = {v.name: component_identity(v, plugins.catalog) for v in resolved.variants}
     started = time.time()
     runs = [r for r in recipe_runs(resolved) if options.only is None or r[2] == options.only]
@@ -252,11 +252,13 @@ def component_identity(variant: ResolvedVariant, catalog: Catalog) -> dict[str, 
         if ref is None:
             continue
         add(fld, kind, ref.name)
-        base, where = ref.config.get("base"), fld
-        while kind == "tokenizer" and isinstance(base, dict) and "name" in base:  # a wrapper's base, and its base
+        inner, where = (ref.name, ref.preset, ref.config), fld
+        while kind == "tokenizer":  # a wrapper's base, and its base
+            inner = catalog.wrapped_ref(*inner)
+            if inner is None:
+                break
             where += ".base"
-            add(where, "tokenizer", base["name"])
-            base = (base.get("config") or {}).get("base")
+            add(where, "tokenizer", inner[0])
     ev = spec.evaluate
     for name in dict.fromkeys([*ev.reconstruction, *ev.curve, *(ev.generation.metrics if ev.generation else [])]):
         add(f"metric.{name}", "metric", name)
@@ -303,7 +305,7 @@ def execute_run(resolved: ResolvedRecipe, variant: ResolvedVariant, seed: int, d
 
     seed_everything(seed)
     ctx = RunContext(get_catalog(), variant, seed, device, run_dir, options.progress, options.use_cache,
-                     train_only=train_only, log=log)
+                     train_only=train_only, log=log, execution=resolved.recipe.run)
     spec = variant.spec
     ev = spec.evaluate
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Fully sharded data parallelism for the shared trainer (``train.strategy: fsdp``), on PyTorch's FSDP2.
+"""Fully sharded data parallelism for the shared trainer (``run.strategy: fsdp``), on PyTorch's FSDP2.
 
 A task names its shard units (:meth:`~hitvideo_bench.training.TrainingTask.shard_units`, e.g. the
 generator's decoder layers, embeddings and heads). Under ``torchrun`` each unit is wrapped with
@@ -6,7 +6,7 @@ generator's decoder layers, embeddings and heads). Under ``torchrun`` each unit 
 AdamW moments, all-gathers the unit when it is called and frees it after (and again in backward), and
 reduce-scatters its gradients. The parameters of the task's modules outside every unit stay whole on
 every process and are averaged as under DDP (the trainer all-reduces them); they should be small.
-``train.precision: bf16`` gathers and computes in bf16 and reduces in fp32; ``train.cpu_offload``
+``train.precision: bf16`` gathers and computes in bf16 and reduces in fp32; ``run.cpu_offload``
 keeps the shards, their gradients and the optimizer state in CPU memory.
 
 Checkpoints (:func:`save_sharded`, :func:`load_sharded`) go through :mod:`torch.distributed.checkpoint`:
@@ -31,18 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import world
 from .errors import BadInput
 
 #: the state file rank 0 writes into a sharded checkpoint folder beside torch.distributed.checkpoint's files
 TRAINER_STATE = "state.pt"
 #: the file torch.distributed.checkpoint writes last into a checkpoint folder
 DCP_METADATA = ".metadata"
-
-
-def world() -> tuple[int, int]:
-    from .training import world as _world
-
-    return _world()
 
 
 # ------------------------------------------------------------------------------------------ units

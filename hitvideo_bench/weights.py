@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -433,23 +433,5 @@ def import_file(path: str | Path) -> WeightInfo:
     return entry
 
 
-def download(names: list[str] | None = None, progress: bool = True) -> Iterator[tuple[WeightInfo, str]]:
-    """Fetch weights ``names`` (default: every downloadable one) from their canonical URLs into the caches
-    :func:`find` reads, skipping those present; yields ``(entry, what happened)`` as each one is done.
-    Unknown names are rejected before anything is fetched. See :mod:`.download`."""
-    from .download import fetch_weight
-
-    entries = [info(n) for n in names] if names else [e for e in registry().values() if e.kind != "package"]
-    for entry in entries:
-        if entry.kind == "package":
-            raise BadInput(f"{entry.name}: ships with the {entry.package} package, nothing to download; "
-                           f"{entry.hint()}")
-    for entry in entries:
-        if is_present(entry.name):
-            yield entry, f"present: {find(entry.name)}"
-        else:
-            yield entry, f"downloaded: {fetch_weight(entry, progress=progress)}"
-
-
-__all__ = ["KINDS", "WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file", "download",
+__all__ = ["KINDS", "WeightInfo", "registry", "info", "find", "is_present", "format_table", "import_file",
            "sha256_of", "weight_file_of", "hf_snapshot", "read_hf_config", "torch_checkpoints", "hf_hub_cache"]

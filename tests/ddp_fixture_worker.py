@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from hitvideo_bench.training import TrainConfig, init_distributed, is_main_process, train
+from hitvideo_bench.training import Execution, TrainConfig, TrainingTask, init_distributed, is_main_process, train
 
 
 class FixtureData(torch.utils.data.Dataset):
@@ -23,7 +23,7 @@ class FixtureData(torch.utils.data.Dataset):
         return {"video": self.x[i], "caption": "", "attrs": {}}
 
 
-class FixtureTask:
+class FixtureTask(TrainingTask):
     def __init__(self):
         torch.manual_seed(1)
         self.net = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 1), torch.nn.GELU(), torch.nn.Conv3d(8, 3, 1))
@@ -43,8 +43,9 @@ class FixtureTask:
 def main(out: str) -> None:
     device = init_distributed(torch.device("cpu"))
     task = FixtureTask()
-    cfg = TrainConfig(steps=12, batch_size=8, lr=1e-2, checkpoint_every=4)
-    train(task, FixtureData(), cfg, workdir=Path(out) / "work", device=device, seed=0, progress=False)
+    cfg = TrainConfig(steps=12, batch_size=8, lr=1e-2)
+    train(task, FixtureData(), cfg, workdir=Path(out) / "work", device=device, seed=0, progress=False,
+          execution=Execution(checkpoint_every=4))
     if is_main_process():
         save_file({k: v.contiguous() for k, v in task.net.state_dict().items()}, str(Path(out) / "final.safetensors"))
     if torch.distributed.is_initialized():

@@ -12,12 +12,8 @@ import signal
 import torch
 from pydantic import Field
 
-from hitvideo_bench import hookimpl
-from hitvideo_bench.components import (BenchMetric, Codec, ComponentConfig, Compressed, Generator, Tokenizer,
-                                       VideoDataset)
-from hitvideo_bench.errors import ShapeError
-from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig, TrainingTask
+from hitvideo_bench.api import (BadInput, BenchMetric, Codec, ComponentConfig, Compressed, Generator, ShapeError,
+                                TokenPyramid, Tokenizer, TrainConfig, TrainingTask, VideoDataset, hookimpl)
 
 
 class FixtureNoiseConfig(ComponentConfig):
@@ -178,8 +174,7 @@ POOLS = [(1, 4, 4), (2, 8, 8)]
 
 class FixturePoolConfig(ComponentConfig):
     width: int = Field(3, ge=1, description="channels of the decoder's hidden 1x1x1 conv")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4, batch_size=2, lr=1e-2,
-                                                                   checkpoint_every=2, log_every=1))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=4, batch_size=2, lr=1e-2))
 
 
 class FixturePoolTokenizer(Tokenizer):
@@ -188,6 +183,7 @@ class FixturePoolTokenizer(Tokenizer):
     the masked tokenizer can wrap it."""
 
     Config = FixturePoolConfig
+    train_settings = "train"
 
     def __init__(self, config):
         super().__init__(config)
@@ -232,7 +228,10 @@ class FixturePoolTokenizer(Tokenizer):
 
 
 class _FixturePoolTask(TrainingTask):
-    """Fixture training task: L1 reconstruction, the decoder learns."""
+    """Fixture training task: L1 reconstruction, the decoder learns; a checkpoint every 2 steps, every step logged."""
+
+    checkpoint_every = 2
+    log_every = 1
 
     def __init__(self, tokenizer, data):
         self.tok = tokenizer
@@ -257,7 +256,7 @@ class _FixturePoolTask(TrainingTask):
 
 
 class FixtureUnigramConfig(ComponentConfig):
-    grid_shapes: list[tuple[int, int, int]] | None = Field(None, description="set by fit from the pyramids")
+    """No settings: the grids and codebooks it models come from the tokenizer and the clip shape."""
 
 
 class FixtureUnigramGenerator(Generator):
@@ -266,9 +265,9 @@ class FixtureUnigramGenerator(Generator):
 
     Config = FixtureUnigramConfig
 
-    def __init__(self, config, tokenizer):
-        super().__init__(config, tokenizer)
-        self.sizes = list(tokenizer.codebook_sizes)
+    def __init__(self, config, tokenizer, clip_shape):
+        super().__init__(config, tokenizer, clip_shape)
+        self.sizes = list(self.codebook_sizes)
         self.register_buffer("init_draw", torch.rand(4))  # a random initial value, as a real model's weights
         for layer, size in enumerate(self.sizes):
             self.register_buffer(f"counts{layer}", torch.ones(size, dtype=torch.float64))
@@ -277,16 +276,17 @@ class FixtureUnigramGenerator(Generator):
         counts = getattr(self, f"counts{layer}")
         return counts / counts.sum()
 
-    def fit(self, pyramids, captions, *, workdir, device, seed, progress=True):
+    def fit(self, pyramids, captions, *, workdir, device, seed, progress=True, execution=None):
+        if [tuple(g) for g in pyramids.grid_shapes] != self.grid_shapes:
+            raise BadInput(f"fixture-unigram: training grids {pyramids.grid_shapes} differ from {self.grid_shapes}")
         for layer, (tokens, size) in enumerate(zip(pyramids.layers, self.sizes)):
             getattr(self, f"counts{layer}").add_(torch.bincount(tokens.flatten(), minlength=size).double())
-        self.config.grid_shapes = pyramids.grid_shapes
         return {"steps": 0, "clips": pyramids.batch_size, "captions": len(captions)}
 
     def sample(self, prompts, cfg_scale=1.0, seed=0, **kwargs):
         g = torch.Generator().manual_seed(seed)
         layers = [torch.multinomial(self.probs(i), len(prompts) * math.prod(grid), replacement=True, generator=g)
-                  .view(len(prompts), *grid) for i, grid in enumerate(self.config.grid_shapes)]
+                  .view(len(prompts), *grid) for i, grid in enumerate(self.grid_shapes)]
         return TokenPyramid(layers, self.sizes)
 
     def nll_bits_per_token(self, pyramid, prompts):

@@ -87,7 +87,7 @@ def test_a_string_target_is_imported_once_and_checked():
         catalog.add("codec", "missing", "test_catalog:NoSuchThing")
         catalog.add("codec", "ok", "test_catalog:FixtureCodec")
         with pytest.raises(BadInput, match=r"codec 'nested' \(plugin p\): .*EmptyConfig.* is not a subclass of "
-                                           r"hitvideo_bench.components.Codec"):
+                                           r"hitvideo_bench.api.Codec"):
             catalog.get("codec", "nested").load()
         with pytest.raises(BadInput, match=r"codec 'missing' \(plugin p\): cannot load 'test_catalog:NoSuchThing': "):
             catalog.get("codec", "missing").load()
@@ -100,7 +100,7 @@ def test_a_string_target_is_imported_once_and_checked():
 @pytest.mark.parametrize("overrides, field, allowed", [
     ({"widht": 2}, "cfg.widht", "(did you mean 'width'?) Allowed: preset, train, width"),
     ({"train": {"stepz": 2}}, "cfg.train.stepz",
-     "(did you mean 'steps'?) Allowed: batch_size, betas, checkpoint_every"),
+     "(did you mean 'steps'?) Allowed: batch_size, betas, ema"),
 ])
 def test_an_unknown_config_field_at_any_depth_lists_the_fields_there(overrides, field, allowed):
     """Kills: _allowed_fields not descending into a nested model (train:) or listing the wrong model's fields."""

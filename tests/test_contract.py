@@ -165,15 +165,18 @@ def test_generator_contract(name, tmp_path):
     with torch.no_grad():
         pyramids = tokenizer.encode(data["video"])
     spec = CATALOG.get("generator", name)
-    trains = "train" in spec.config_cls().model_fields
-    overrides = {"train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2}} if trains else {}
-    generator: Generator = CATALOG.create("generator", name, preset="tiny", overrides=overrides, tokenizer=tokenizer)
+    settings = spec.load().train_settings
+    overrides = {settings: {"steps": 2, "batch_size": 2}} if settings else {}
+    generator: Generator = CATALOG.create("generator", name, preset="tiny", overrides=overrides, tokenizer=tokenizer,
+                                          clip_shape=CLIP)
+    assert generator.grid_shapes == [tuple(g) for g in tokenizer.token_grid_shapes(*CLIP)]
     if generator.trainable:
         generator.fit(pyramids, data["captions"], workdir=tmp_path / "train", device=torch.device("cpu"), seed=0,
                       progress=False)
     if overrides_training_task(generator):
         grids = tokenizer.token_grid_shapes(*CLIP)
-        estimate = memory.training_memory(type(generator), generator.config, grids, device="cpu", tokenizer=tokenizer)
+        estimate = memory.training_memory(type(generator), generator.config, grids, device="cpu", tokenizer=tokenizer,
+                                          clip_shape=CLIP)
         assert estimate.trainable_params > 0
     generator.eval()
     prompts = data["captions"][:2]

@@ -44,15 +44,16 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 RECIPE = """\
 version: 1
 recipe: ddp-fixture
-dataset: {name: fixture-noise, config: {frames: 16, height: 32, width: 32, train_clips: 4, val_clips: 2}}
+dataset: {name: fixture-noise, config: {frames: 16, height: 32, width: 32, train_clips: 4, val_clips: 2}, eval_clips: 2}
 evaluate: {reconstruction: [fixture-mae], batch_size: 2}
+run: {checkpoint_every: 1, log_every: 1}
 variants:
   codec: {codec: {name: fixture-quantize}}
   tokenizer:
     tokenizer:
       name: hitvideo
       config: {channels: 8, z_channels: 16, quant_dims: [6, 5, 4, 3], disc_channels: 8,
-               train: {steps: 2, batch_size: 2, checkpoint_every: 1, log_every: 1}}
+               train: {steps: 2, batch_size: 2}}
 """
 
 

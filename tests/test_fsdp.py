@@ -1,4 +1,4 @@
-"""Sharded training (``train.strategy: fsdp``) and gradient accumulation (``train.micro_batch``) in the shared
+"""Sharded training (``run.strategy: fsdp``) and gradient accumulation (``run.micro_batch``) in the shared
 trainer: two gloo processes under torchrun match one process on the same global batch, a run killed with SIGKILL
 (mid-step, or with a checkpoint half written) resumes to the weights of an uninterrupted run, at the same or
 another number of processes, and ``hitbench run --nproc 2`` leaves every result to rank 0."""
@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hitvideo_bench import training
 from hitvideo_bench.errors import BadInput
 from hitvideo_bench.manager import get_catalog
-from hitvideo_bench.training import TrainConfig, train
+from hitvideo_bench.recipe.resolve import load_recipe
+from hitvideo_bench.training import Execution, StepBatches, TrainConfig, TrainingTask, train
 
 from ddp_fixture_worker import FixtureData  # noqa: I001 (test helpers, from the tests folder)
 from test_distributed import RECIPE
@@ -131,7 +131,9 @@ if os.environ.get("RANK", "0") != "0" and os.environ.get("HITBENCH_AUDIT"):
 def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
     """hitbench run --nproc 2 with a tokenizer trained under fsdp in bf16: every rank writes its shards of each
     checkpoint; the results, the logs and the component cache are rank 0's alone (an audit hook on rank 1 records
-    every file it writes), and the cached component is a plain safetensors folder."""
+    every file it writes), and the cached component is a plain safetensors folder. The strategy is the run's
+    (run.strategy), not the component's: a run under ddp reuses it."""
+    from hitvideo_bench.cache import read_summary
     from hitvideo_bench.checkpoint import load_tokenizer
 
     recipe = tmp_path / "fsdp.yaml"
@@ -145,7 +147,7 @@ def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(hooks), env["PYTHONPATH"]])
     train = "variants.tokenizer.tokenizer.config.train"
     cmd = [sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", "run", str(recipe),
-           "--set", f"{train}.strategy=fsdp", "--set", f"{train}.precision=bf16",
+           "--set", "run.strategy=fsdp", "--set", f"{train}.precision=bf16",
            "--nproc", "2", "--device", "cpu", "--out", str(out), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -156,13 +158,25 @@ def test_rank_0_alone_writes_results_under_fsdp(tmp_path):
     assert not [line for line in written if line not in shards], written  # nothing else from rank 1
     [folder] = (cache / "tokenizer").glob("hitvideo-*")
     assert (folder / "train" / "checkpoint" / ".metadata").exists()
-    assert load_tokenizer(folder).config.train.strategy == "fsdp"
+    assert read_summary(folder)["strategy"] == "fsdp"
+    assert "strategy" not in type(load_tokenizer(folder).config.train).model_fields
+
+    # the same recipe under run.strategy ddp (the default), in one process, to another results folder: the tokenizer
+    # trained under fsdp is the same component (same cache folder), loaded, not trained again
+    cmd = [sys.executable, "-m", "hitvideo_bench", "-p", "hitbench_fixture_plugin", "run", str(recipe),
+           "--set", f"{train}.precision=bf16", "--device", "cpu", "--out", str(tmp_path / "ddp"), "--quiet"]
+    proc = subprocess.run(cmd, env=worker_env(HITBENCH_CACHE=str(cache)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "ddp").rglob("summary.json")
+                 if "tokenizer" in json.loads(p.read_text())]
+    assert summary["tokenizer"]["cached"] == str(folder) and "trained_now" not in summary["tokenizer"]
+    assert [p.name for p in (cache / "tokenizer").iterdir() if not p.name.startswith(".")] == [folder.name]
 
 
 # ------------------------------------------------------------------------------------------ one process
 
 
-class TwoGroupTask:
+class TwoGroupTask(TrainingTask):
     """A net trained on every micro-batch, and a bias trained (group ``aux``) on the first micro-batch of a step
     only: the trainer updates ``aux`` after the step's last micro-batch all the same. ``crash_at``: the step at
     which the run is interrupted (KeyboardInterrupt)."""
@@ -192,16 +206,19 @@ class TwoGroupTask:
         return {"mse": loss.detach()}
 
 
-def fit(tmp_path, steps: int = 6, crash_at: int | None = None, **settings):
+def fit(tmp_path, steps: int = 6, crash_at: int | None = None, run: dict | None = None, **settings):
+    """TwoGroupTask trained with ``settings`` (its TrainConfig), executed with ``run`` (the Execution's settings)."""
     task = TwoGroupTask(crash_at)
-    cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-2, checkpoint_every=3, log_every=1, **settings)
-    summary = train(task, FixtureData(), cfg, workdir=tmp_path, device="cpu", seed=0, progress=False)
+    cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-2, **settings)
+    execution = Execution(checkpoint_every=3, log_every=1, **(run or {}))
+    summary = train(task, FixtureData(), cfg, workdir=tmp_path, device="cpu", seed=0, progress=False,
+                    execution=execution)
     return task, summary
 
 
 def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path):
     whole, summary = fit(tmp_path / "whole")
-    micro, micro_summary = fit(tmp_path / "micro", micro_batch=2)
+    micro, micro_summary = fit(tmp_path / "micro", run={"micro_batch": 2})
     for a, b in zip(micro.net.parameters(), whole.net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not torch.equal(micro.bias.value, torch.zeros_like(micro.bias.value))  # aux: updated once a step
@@ -215,8 +232,9 @@ def test_micro_batches_of_the_generator_match_its_whole_batch(tmp_path):
 
     results = []
     for micro in (None, 1):
-        task, cfg = worker.generator_task({"micro_batch": micro})
-        train(task, task.data, cfg, workdir=tmp_path / str(micro), device="cpu", seed=0, progress=False)
+        task, cfg, execution = worker.generator_task({"micro_batch": micro})
+        train(task, task.data, cfg, workdir=tmp_path / str(micro), device="cpu", seed=0, progress=False,
+              execution=execution)
         results.append(task.gen.state_dict())
     for k, v in results[0].items():
         torch.testing.assert_close(results[1][k], v, rtol=1e-4, atol=1e-5)
@@ -225,42 +243,56 @@ def test_micro_batches_of_the_generator_match_its_whole_batch(tmp_path):
 def test_fsdp_on_one_process_writes_sharded_checkpoints_and_resumes_bit_identically(tmp_path):
     """One process has nothing to shard over: it trains unwrapped, with the sharded checkpoint format (which
     resumes at any number of processes)."""
-    straight, _ = fit(tmp_path / "straight", strategy="fsdp", ema=0.9)
+    fsdp = {"strategy": "fsdp"}
+    straight, _ = fit(tmp_path / "straight", run=fsdp, ema=0.9)
     folder = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        fit(folder, crash_at=4, strategy="fsdp", ema=0.9)
+        fit(folder, crash_at=4, run=fsdp, ema=0.9)
     assert (folder / "checkpoint" / ".metadata").exists() and not (folder / "checkpoint" / "weights.safetensors").exists()
-    resumed, summary = fit(folder, strategy="fsdp", ema=0.9)
+    resumed, summary = fit(folder, run=fsdp, ema=0.9)
     assert summary["resumed_from_step"] == 3
     for a, b in zip([*resumed.net.parameters(), resumed.bias.value], [*straight.net.parameters(), straight.bias.value]):
         assert torch.equal(a, b)
-    with pytest.raises(BadInput, match="a checkpoint of train.strategy fsdp, but this run has train.strategy ddp"):
+    with pytest.raises(BadInput, match="a checkpoint of run.strategy fsdp, but this run has run.strategy ddp"):
         fit(folder, steps=8)
 
 
-def test_strategy_settings_are_checked_with_the_field_and_allowed_values():
-    catalog = get_catalog()
-    with pytest.raises(BadInput, match=r"train.strategy: Input should be 'ddp' or 'fsdp', got 'zero'"):
-        catalog.make_config("generator", "ar-llama", "tiny", {"train": {"strategy": "zero"}})
+def test_strategy_settings_are_checked_with_the_field_and_allowed_values(tmp_path):
+    """The execution settings are the recipe's run: section, checked there with the field and the allowed values; a
+    component's train: block that still sets one is refused with a message pointing to run:."""
+    recipe = TESTS.parent / "recipes" / "ablation_layers.yaml"
+    with pytest.raises(BadInput, match=r"run.strategy: Input should be 'ddp' or 'fsdp', got 'zero'"):
+        load_recipe(recipe, ["run.strategy=zero"], check_shapes=False)
     with pytest.raises(BadInput, match="cpu_offload: true needs strategy fsdp"):
-        catalog.make_config("generator", "ar-llama", "tiny", {"train": {"cpu_offload": True}})
-    with pytest.raises(BadInput, match="precision: 'fp16' is not supported with strategy fsdp"):
-        catalog.make_config("generator", "ar-llama", "tiny", {"train": {"strategy": "fsdp", "precision": "fp16"}})
-    with pytest.raises(BadInput, match="micro_batch"):
-        catalog.make_config("generator", "ar-llama", "tiny", {"train": {"micro_batch": 0}})
+        load_recipe(recipe, ["run.cpu_offload=true"], check_shapes=False)
+    with pytest.raises(BadInput, match="run.micro_batch"):
+        load_recipe(recipe, ["run.micro_batch=0"], check_shapes=False)
+    assert load_recipe(recipe, ["run.strategy=fsdp", "run.cpu_offload=true", "run.micro_batch=2"],
+                       check_shapes=False).recipe.run == Execution(strategy="fsdp", cpu_offload=True, micro_batch=2)
+    # fp16 is the component's precision, fsdp the run's strategy: the combination is refused where both meet
+    with pytest.raises(BadInput, match="precision fp16 is not supported with run.strategy fsdp"):
+        Execution(strategy="fsdp").check(TrainConfig(precision="fp16"), "ARLlamaGenerator")
+    with pytest.raises(BadInput, match="precision fp16 is not supported with run.strategy fsdp"):
+        train(TwoGroupTask(), FixtureData(), TrainConfig(steps=1, batch_size=4, precision="fp16"),
+              workdir=tmp_path / "fp16", device="cpu", seed=0, progress=False, execution=Execution(strategy="fsdp"))
+    # no longer a component's: a train: block setting it is refused, naming the run's field
+    with pytest.raises(BadInput, match=r"train.strategy: .*recipe's run: section \(run.strategy\)"):
+        get_catalog().make_config("generator", "ar-llama", "tiny", {"train": {"strategy": "fsdp"}})
+    with pytest.raises(BadInput, match=r"run.strategy"):
+        load_recipe(recipe, ["variants.hitvideo.tokenizer.config.train.strategy=fsdp"], check_shapes=False)
 
 
 def test_shard_units_must_lie_inside_the_task_modules(tmp_path):
     task = TwoGroupTask()
     task.shard_units = lambda: [torch.nn.Linear(2, 2)]
     with pytest.raises(BadInput, match="shard unit Linear is not part of the task's modules"):
-        train(task, FixtureData(), TrainConfig(steps=1, batch_size=4, strategy="fsdp"), workdir=tmp_path, device="cpu",
-              seed=0, progress=False)
+        train(task, FixtureData(), TrainConfig(steps=1, batch_size=4), workdir=tmp_path, device="cpu", seed=0,
+              progress=False, execution=Execution(strategy="fsdp"))
 
 
 def test_the_sampler_cuts_each_share_into_micro_batches(monkeypatch):
-    monkeypatch.setattr(training, "world", lambda: (1, 2))  # rank 1 of 2
-    sampler = training.StepBatches(12, 10, seed=0, start=0, steps=2, micro_batch=2)
+    monkeypatch.setattr(sys.modules[StepBatches.__module__], "world", lambda: (1, 2))  # rank 1 of 2 (where it asks)
+    sampler = StepBatches(12, 10, seed=0, start=0, steps=2, micro_batch=2)
     assert sampler.weights == [0.4, 0.4, 0.2]  # a share of 5 in micro-batches of 2, 2, 1
     chunks = list(sampler)
     assert [len(c) for c in chunks] == [2, 2, 1] * 2

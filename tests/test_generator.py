@@ -18,6 +18,7 @@ from hitvideo_bench.tokens import TokenPyramid
 
 FIXTURE_SIZES = [64, 32, 16]
 FIXTURE_GRIDS = [(2, 4, 4), (1, 2, 2), (1, 1, 1)]  # densest first: 32 + 4 + 1 = 37 tokens
+CLIP = (8, 32, 32)  # the clip shape the fixture generators are built for (the fixture tokenizer's grids ignore it)
 PROMPTS = ["a big red circle moves left", "a small blue square stays still",
            "a green triangle moves up", "a yellow star moves right"]
 
@@ -37,9 +38,10 @@ class FixtureTokenizer:
 def fixture_generator(**overrides) -> ARLlamaGenerator:
     """A small generator over the fixture pyramid, dropout off unless asked for."""
     torch.manual_seed(overrides.pop("init_seed", 0))
-    base = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "text_len": 16, "grid_shapes": FIXTURE_GRIDS,
+    base = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "text_len": 16,
             "resid_dropout": 0.0, "ffn_dropout": 0.0, "token_dropout": 0.0, "cond_drop": 0.0}
-    return ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {**base, **overrides}), FixtureTokenizer()).eval()
+    return ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {**base, **overrides}), FixtureTokenizer(),
+                            clip_shape=CLIP).eval()
 
 
 def fixture_pyramid(batch: int, seed: int = 0) -> TokenPyramid:
@@ -242,16 +244,31 @@ def test_cfg_runs_both_streams_in_one_batch_and_scale_one_is_conditional():
     assert not torch.equal(plain, strong)
 
 
-def test_sampling_needs_grid_shapes_and_valid_settings():
-    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"hidden_size": 32, "num_heads": 2}), FixtureTokenizer())
-    with pytest.raises(BadInput, match="grid_shapes"):
-        gen.sample(["x"])
+def test_a_fresh_generator_samples_on_its_tokenizers_grids_and_rejects_bad_settings():
+    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"hidden_size": 32, "num_heads": 2}), FixtureTokenizer(),
+                           clip_shape=CLIP)
+    assert gen.grid_shapes == FIXTURE_GRIDS and gen.codebook_sizes == FIXTURE_SIZES and gen.clip_shape == CLIP
+    assert gen.sample(["x"], temperature=0.0).grid_shapes == FIXTURE_GRIDS  # untrained, never fitted
+    config = gen.config.model_dump()
+    assert "grid_shapes" not in config and "codebook_sizes" not in config  # not settings: the tokenizer's
     with pytest.raises(BadInput, match="top_p"):
         fixture_generator().sample(["x"], top_p=1.5)
     with pytest.raises(BadInput, match="layer_loss_weights"):
         fixture_generator(layer_loss_weights=[1.0, 2.0])
-    with pytest.raises(BadInput, match="codebook"):
+    with pytest.raises(ValueError, match="codebook_sizes"):  # no such setting any more
         fixture_generator(codebook_sizes=[64, 32, 8])
+
+
+def test_training_data_on_other_grids_or_codebooks_is_rejected_by_name():
+    gen = fixture_generator()
+    captions = PROMPTS[:2]
+    other_grids = TokenPyramid([torch.zeros(2, 1, 4, 4, dtype=torch.long), *fixture_pyramid(2).layers[1:]],
+                               list(FIXTURE_SIZES))
+    with pytest.raises(BadInput, match=r"training pyramid grids \[\(1, 4, 4\).* differ from the generator's"):
+        gen.training_task((other_grids, captions), torch.device("cpu"))
+    other_codebooks = TokenPyramid(fixture_pyramid(2).layers, [64, 32, 32])
+    with pytest.raises(BadInput, match=r"training pyramid codebooks \[64, 32, 32\] differ from the generator's"):
+        gen.training_task((other_codebooks, captions), torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -260,7 +277,7 @@ def test_sampling_needs_grid_shapes_and_valid_settings():
 def test_training_reduces_the_loss(tmp_path):
     gen = fixture_generator(resid_dropout=0.1, ffn_dropout=0.1, token_dropout=0.1, cond_drop=0.1,
                             layer_loss_weights=[1.0, 2.0, 4.0],
-                            train={"steps": 30, "batch_size": 8, "lr": 3e-3, "log_every": 5, "warmup_steps": 0})
+                            train={"steps": 30, "batch_size": 8, "lr": 3e-3, "warmup_steps": 0})
     pyramids = fixture_pyramid(8, seed=4)
     pyramids.layers[1][:] = 3  # something learnable
     summary = gen.fit(pyramids, [PROMPTS[i % 4] for i in range(8)], workdir=tmp_path, device=torch.device("cpu"),
@@ -268,11 +285,11 @@ def test_training_reduces_the_loss(tmp_path):
     first, last = summary["losses"][0], summary["losses"][-1]
     assert summary["steps"] == 30 and {"loss", "ce/L0", "ce/L1", "ce/L2"} <= set(last)
     assert last["loss"] < first["loss"] and last["ce/L1"] < 0.5 * first["ce/L1"]
-    assert gen.config.grid_shapes == FIXTURE_GRIDS
+    assert gen.grid_shapes == FIXTURE_GRIDS and "grid_shapes" not in gen.config.model_dump()  # nothing written back
 
 
 def test_overfits_four_clips_and_greedy_sampling_reproduces_them(tmp_path):
-    gen = fixture_generator(train={"steps": 150, "batch_size": 4, "lr": 3e-3, "log_every": 10})
+    gen = fixture_generator(train={"steps": 150, "batch_size": 4, "lr": 3e-3})
     pyramids = fixture_pyramid(4, seed=9)
     summary = gen.fit(pyramids, PROMPTS, workdir=tmp_path, device=torch.device("cpu"), seed=0, progress=False)
     start, end = summary["losses"][0]["loss"], summary["losses"][-1]["loss"]
@@ -317,15 +334,15 @@ def test_each_dropout_acts_in_training_only(dropout):
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
-    from hitvideo_bench.checkpoint import load_pretrained
+    from hitvideo_bench.checkpoint import load_pretrained, save_pretrained
 
     gen = fixture_generator(init_seed=4, layer_loss_weights=[1.0, 1.0, 2.0])
-    gen.save_pretrained(tmp_path)
+    save_pretrained(gen, tmp_path, "generator", "ar-llama")
     import safetensors.torch
 
     keys = safetensors.torch.load_file(str(tmp_path / "model.safetensors")).keys()
     assert not any("encoder" in k or "bert" in k.lower() for k in keys)  # the frozen text encoder is not saved
-    loaded = load_pretrained(tmp_path, tokenizer=FixtureTokenizer())
+    loaded = load_pretrained(tmp_path, tokenizer=FixtureTokenizer(), clip_shape=CLIP)
     assert isinstance(loaded, ARLlamaGenerator)
     assert loaded.config == gen.config and loaded.grid_shapes == FIXTURE_GRIDS
     pyramid = fixture_pyramid(2)
@@ -367,7 +384,8 @@ def test_long_prompt_is_truncated_with_a_warning():
 
 def test_flan_t5_xl_absent_is_weights_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"text_encoder": "flan-t5-xl"}), FixtureTokenizer())
+    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"text_encoder": "flan-t5-xl"}), FixtureTokenizer(),
+                           clip_shape=CLIP)
     with pytest.raises(WeightsUnavailable, match="flan-t5-xl") as info:  # on first use: training or sampling
         gen.encode_text(["a red circle"], "cpu")
     assert "hf download google/flan-t5-xl" in info.value.hint and str(tmp_path) in info.value.hint
@@ -421,9 +439,11 @@ def test_grad_checkpointing_recomputes_without_changing_loss_or_gradients():
         return loss.detach(), [p.grad.clone() for p in gen.parameters() if p.grad is not None], saved.nbytes
 
     plain_loss, plain_grads, plain_saved = loss_and_grads()
-    gen.set_grad_checkpointing(True)
+    gen.training_task(None, torch.device("cpu"), shapes_only=True).checkpoint_activations(True)  # what the run calls
     ckpt_loss, ckpt_grads, ckpt_saved = loss_and_grads()
     assert ckpt_saved < plain_saved  # the layers' insides are recomputed in backward, not kept
     torch.testing.assert_close(ckpt_loss, plain_loss)
     for a, b in zip(ckpt_grads, plain_grads):
         torch.testing.assert_close(a, b)
+    gen.set_grad_checkpointing(False)
+    assert loss_and_grads()[2] == plain_saved

@@ -170,6 +170,14 @@ def test_a_base_without_the_latent_hooks_is_rejected_naming_them():
                         base=FixtureBinaryTokenizer(ComponentConfig()))
 
 
+def test_the_wrapped_tokenizer_is_given_never_built_by_the_wrapper():
+    """Contract v2: the core builds the tokenizer config.base names and passes it as base=; without it, a clear
+    error (no catalog lookup inside the plugin)."""
+    assert MaskedTokenizer.wraps == "base" and MaskedTokenizer.train_settings == "train"
+    with pytest.raises(BadInput, match=r"needs the tokenizer it wraps.*'hitvideo'.*base="):
+        MaskedTokenizer(MaskedConfig.from_preset("tiny"))
+
+
 @pytest.mark.parametrize("strategy", ["repeat", "zero", "learned"])
 def test_every_fill_trains_over_a_third_party_base(strategy, tmp_path, one_thread):
     """The example plugin's tokenizer (written from docs/plugins.md alone) under dynamic encoding: each fill
@@ -181,7 +189,7 @@ def test_every_fill_trains_over_a_third_party_base(strategy, tmp_path, one_threa
 
     base = PatchBinaryTokenizer(PatchBinaryConfig.from_preset("tiny", {"bits": 6}))
     config = MaskedConfig.from_preset("tiny", {"strategy": strategy, "finetune_decoder": True,
-                                               "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2}})
+                                               "train": {"steps": 2, "batch_size": 2}})
     tok = MaskedTokenizer(config, base=base)
     assert tok.trainable
     if strategy == "learned":

@@ -5,6 +5,7 @@ saves, state is 16 bytes per trained parameter (+4 with EMA), activations follow
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from hitvideo_bench import memory
 from hitvideo_bench.cli import main
 from hitvideo_bench.errors import BadInput
 from hitvideo_bench.manager import get_catalog
+from hitvideo_bench.training import Execution
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = (16, 64, 64)
@@ -39,10 +41,10 @@ def generator_config(**train):
     return get_catalog().make_config("generator", "ar-llama", "tiny", {"train": {"batch_size": 4, **train}})
 
 
-def tiny_pyramid() -> tuple[list[int], list[tuple[int, int, int]]]:
+def tiny_tokenizer() -> HiTVideoTokenizer:
+    """The tiny hitvideo on the meta device: what a generator is built over (its grids for CLIP, its codebooks)."""
     with torch.device("meta"):
-        tok = HiTVideoTokenizer(tokenizer_config())
-    return tok.codebook_sizes, tok.token_grid_shapes(*CLIP)
+        return HiTVideoTokenizer(tokenizer_config())
 
 
 def measured(modules: list[nn.Module], step) -> int:
@@ -67,10 +69,15 @@ def real_step_bytes(task, batch, step: int, precision: str = "fp32") -> int:
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_tokenizer_trace_counts_what_a_real_forward_saves(checkpointing):
-    """The estimate traces the task's own training step (every layer, the coarse decode, the GAN) on fake tensors."""
-    config = tokenizer_config(grad_checkpointing=checkpointing)
-    estimate = memory.training_memory(HiTVideoTokenizer, config, CLIP, device="cpu")
+    """The estimate traces the task's own training step (every layer, the coarse decode, the GAN) on fake tensors;
+    ``run.grad_checkpointing`` reaches the task through its checkpoint_activations()."""
+    config = tokenizer_config()
+    estimate = memory.training_memory(HiTVideoTokenizer, config, CLIP, device="cpu",
+                                      execution=Execution(grad_checkpointing=checkpointing))
+    assert estimate.grad_checkpointing is checkpointing
     task = HiTVideoTokenizer(config).training_task(None, torch.device("cpu"), shapes_only=True)
+    if checkpointing:
+        task.checkpoint_activations(True)
     real = real_step_bytes(task, task.example_batch(2, CLIP), task.trace_step(config.train.steps))
     assert real > 0
     assert estimate.activation_bytes == pytest.approx(real, rel=TOLERANCE)
@@ -78,30 +85,35 @@ def test_tokenizer_trace_counts_what_a_real_forward_saves(checkpointing):
 
 @pytest.mark.parametrize("precision, checkpointing", [("fp32", False), ("fp32", True), ("bf16", False)])
 def test_generator_trace_counts_what_a_real_forward_saves(precision, checkpointing):
-    sizes, grids = tiny_pyramid()
-    config = generator_config(precision=precision, grad_checkpointing=checkpointing)
-    estimate = memory.training_memory(ARLlamaGenerator, config, grids, device="cpu",
-                                      tokenizer=SimpleNamespace(codebook_sizes=sizes))
-    gen = ARLlamaGenerator(generator_config(precision=precision, grad_checkpointing=checkpointing),
-                           SimpleNamespace(codebook_sizes=sizes))
+    tok = tiny_tokenizer()
+    grids = tok.token_grid_shapes(*CLIP)
+    config = generator_config(precision=precision)
+    estimate = memory.training_memory(ARLlamaGenerator, config, grids, device="cpu", tokenizer=tok, clip_shape=CLIP,
+                                      execution=Execution(grad_checkpointing=checkpointing))
+    gen = ARLlamaGenerator(generator_config(precision=precision), tokenizer=tok, clip_shape=CLIP)
     task = gen.training_task(None, torch.device("cpu"), shapes_only=True)
+    if checkpointing:
+        task.checkpoint_activations(True)
     real = real_step_bytes(task, task.example_batch(4, grids), 0, precision)
     assert estimate.activation_bytes == pytest.approx(real, rel=TOLERANCE)
 
 
-def generator_memory(config, world_size: int = 1):
-    sizes, grids = tiny_pyramid()
-    return memory.training_memory(ARLlamaGenerator, config, grids, world_size=world_size,
-                                  tokenizer=SimpleNamespace(codebook_sizes=sizes))
+def generator_memory(config, world_size: int = 1, execution: Execution | None = None):
+    tok = tiny_tokenizer()
+    return memory.training_memory(ARLlamaGenerator, config, tok.token_grid_shapes(*CLIP), world_size=world_size,
+                                  tokenizer=tok, clip_shape=CLIP, execution=execution)
 
 
 def test_checkpointing_and_bf16_save_less():
     base = memory.training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu")
-    ckpt = memory.training_memory(HiTVideoTokenizer, tokenizer_config(grad_checkpointing=True), CLIP, device="cpu")
+    ckpt = memory.training_memory(HiTVideoTokenizer, tokenizer_config(), CLIP, device="cpu",
+                                  execution=Execution(grad_checkpointing=True))
     assert ckpt.activation_bytes < base.activation_bytes
     fp32 = generator_memory(generator_config())
     bf16 = generator_memory(generator_config(precision="bf16"))
     assert bf16.activation_bytes < fp32.activation_bytes
+    ckpt = generator_memory(generator_config(), execution=Execution(grad_checkpointing=True))
+    assert ckpt.activation_bytes < fp32.activation_bytes
 
 
 def test_state_is_16_bytes_per_trained_parameter_plus_4_with_ema():
@@ -120,13 +132,22 @@ def test_state_is_16_bytes_per_trained_parameter_plus_4_with_ema():
     assert plain.total_bytes == plain.state_bytes + plain.activation_bytes
 
 
+def wrapped_base(config) -> HiTVideoTokenizer:
+    """The (untrained) tokenizer a masked config wraps, built by the catalog as the core builds it (a wrapper gets
+    its base as ``base=``, it never builds it)."""
+    catalog = get_catalog()
+    name, preset, overrides = catalog.wrapped_ref("masked", config.preset,
+                                                  config.model_dump(mode="json", exclude={"preset"}))
+    return catalog.create("tokenizer", name, preset=preset, overrides=overrides)
+
+
 def test_a_fill_trained_on_a_frozen_base_counts_the_base_once():
     """The masked wrapper trains its fill and the base's decoder: 16 bytes for those, 4 for the frozen rest."""
     config = get_catalog().make_config("tokenizer", "masked", "tiny", {
         "strategy": "learned", "finetune_decoder": True, "train": {"steps": 10, "batch_size": 2}})
-    estimate = memory.training_memory(MaskedTokenizer, config, CLIP, device="cpu")
+    estimate = memory.training_memory(MaskedTokenizer, config, CLIP, device="cpu", base=wrapped_base(config))
     with torch.device("meta"):
-        tok = MaskedTokenizer(config)
+        tok = MaskedTokenizer(config, base=wrapped_base(config))
     trained = {id(p) for p in [tok.mask_embedding, *tok.base.decoder_parameters()]}
     n_trained = sum(p.numel() for p in tok.parameters() if id(p) in trained)
     n_frozen = sum(p.numel() for p in tok.parameters() if id(p) not in trained)
@@ -137,7 +158,6 @@ def test_a_fill_trained_on_a_frozen_base_counts_the_base_once():
 
 
 def test_activations_follow_the_batch_state_does_not():
-    sizes, grids = tiny_pyramid()
     for estimate in (
             lambda b: memory.training_memory(HiTVideoTokenizer, tokenizer_config(batch_size=b), CLIP),
             lambda b: generator_memory(generator_config(batch_size=b))):
@@ -148,7 +168,6 @@ def test_activations_follow_the_batch_state_does_not():
 
 
 def test_world_size_splits_the_global_batch():
-    sizes, grids = tiny_pyramid()
     whole = generator_memory(generator_config(batch_size=8))
     split = generator_memory(generator_config(batch_size=32), world_size=4)
     assert (split.batch, split.world_size) == (8, 4)
@@ -166,13 +185,16 @@ def test_world_size_splits_the_global_batch():
 def test_components_that_do_not_train_are_not_estimated():
     config = get_catalog().make_config("tokenizer", "masked", "tiny", {})  # train.steps 0: nothing trains
     with pytest.raises(memory.NotEstimated, match="MaskedTokenizer is not trainable"):
-        memory.training_memory(MaskedTokenizer, config, CLIP)
+        memory.training_memory(MaskedTokenizer, config, CLIP, base=wrapped_base(config))
     with pytest.raises(memory.NotEstimated, match="no train settings"):
         memory.training_memory(MaskedTokenizer, SimpleNamespace(), CLIP)
 
 
 def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
-    assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--set", "scale=paper"]) == 0
+    """The paper presets train in bf16 (a component's train: block); activation checkpointing is the run's
+    (run.grad_checkpointing), which reaches every task through its checkpoint_activations()."""
+    assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--set", "scale=paper",
+                 "--set", "run.grad_checkpointing=true"]) == 0
     lines = capsys.readouterr().out.splitlines()
     tokenizers = [line for line in lines if line.startswith("    tokenizer ")]
     generators = [line for line in lines if line.startswith("    generator ")]
@@ -182,6 +204,8 @@ def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
     for line in generators:
         assert "B parameters; training memory per GPU at batch 256 (bf16, grad checkpointing): ~" in line
         assert "GiB (state " in line and " + activations " in line
+        advice = next(line for line in lines[lines.index(line) + 1:] if not line.strip().startswith("note:"))
+        assert advice.strip().startswith("fits 80 GB with: fsdp over ")  # run.strategy ddp (the default): not as is
 
 
 def test_validate_nproc_and_not_estimated(capsys):
@@ -244,15 +268,20 @@ def test_a_third_party_tokenizer_gets_an_estimate_from_its_own_task():
     assert estimate.activation_bytes >= 4 * 8 * estimate.batch * math.prod(CLIP)  # the conv output, saved by square
     assert memory.format_count(estimate.trainable_params) == "656"
     assert memory.format_count(4_700) == "4.7 k" and memory.format_count(5_220_000_000) == "5.22 B"
+    # activation checkpointing is the task's opt-in ability: a task without checkpoint_activations() is not estimated
+    # under run.grad_checkpointing (the run refuses it)
+    with pytest.raises(memory.NotEstimated, match="does not implement checkpoint_activations"):
+        memory.training_memory(FixturePluginTokenizer, tokenizer_config(), CLIP, device="cpu",
+                               execution=Execution(grad_checkpointing=True))
 
 
 # ------------------------------------------------------------------------------------------ fsdp, micro-batches
 
 
-def generator_trace(**train):
-    sizes, grids = tiny_pyramid()
-    return memory.TrainingTrace(ARLlamaGenerator, generator_config(**train), grids, device="cpu",
-                                tokenizer=SimpleNamespace(codebook_sizes=sizes))
+def generator_trace(execution: Execution | None = None, **train):
+    tok = tiny_tokenizer()
+    return memory.TrainingTrace(ARLlamaGenerator, generator_config(**train), tok.token_grid_shapes(*CLIP),
+                                device="cpu", tokenizer=tok, clip_shape=CLIP, execution=execution)
 
 
 def test_fsdp_shards_the_units_state_and_gathers_one_unit_at_a_time():
@@ -278,7 +307,7 @@ def test_fsdp_shards_the_units_state_and_gathers_one_unit_at_a_time():
 
 
 def test_micro_batches_trace_the_activations_of_one_micro_batch():
-    trace = generator_trace(batch_size=8, micro_batch=2)
+    trace = generator_trace(Execution(micro_batch=2), batch_size=8)
     micro, whole = trace.estimate(world_size=2), trace.estimate(world_size=2, micro_batch=4)
     assert (micro.batch, micro.micro_batch) == (4, 2)
     assert micro.activation_bytes == pytest.approx(whole.activation_bytes / 2, rel=0.05)
@@ -301,23 +330,25 @@ def test_fsdp_in_bf16_traces_with_weights_already_in_bf16():
 
 
 def test_fit_advice_names_the_first_setting_that_fits(monkeypatch):
+    advice = sys.modules[memory.fit_advice.__module__]  # where fit_advice reads GPU_BYTES
     trace = generator_trace(batch_size=4)
     assert memory.fit_advice(trace, 1).startswith("fits 80 GB as configured (ddp over 1 GPU, micro-batch 4; ~")
     target = trace.estimate(world_size=4, strategy="fsdp", micro_batch=1)
-    monkeypatch.setattr(memory, "GPU_BYTES", target.peak_bytes)  # only fsdp over 4 GPUs fits (ddp holds it all)
+    monkeypatch.setattr(advice, "GPU_BYTES", target.peak_bytes)  # only fsdp over 4 GPUs fits (ddp holds it all)
     assert memory.fit_advice(trace, 1).startswith(
-        "fits 80 GB with: fsdp over 4 GPUs, micro-batch 1 (train.strategy fsdp, train.micro_batch 1; ~")
-    monkeypatch.setattr(memory, "GPU_BYTES", 1)
+        "fits 80 GB with: fsdp over 4 GPUs, micro-batch 1 (run.strategy fsdp, run.micro_batch 1; ~")
+    monkeypatch.setattr(advice, "GPU_BYTES", 1)
     assert memory.fit_advice(trace, 1).startswith(
         "does not fit 80 GB: not with ddp or fsdp over up to 4 GPUs at micro-batch 1 (ddp over 1 GPU")
 
 
 def test_validate_paper_generator_fits_80_gb_with_fsdp_over_8_gpus(capsys):
     """The paper generator over hitvideo's codebooks (5.22 B parameters) at the paper's global batch of 256: under
-    DDP over 8 GPUs it needs ~160 GiB per GPU; FSDP over 8 GPUs with micro-batches of 8 brings it under 80 GB."""
+    DDP over 8 GPUs it needs ~160 GiB per GPU; FSDP over 8 GPUs with micro-batches of 8 brings it under 80 GB. The
+    execution settings are the recipe's run: section (set with --set run.X=...), for every component of the run."""
     sets = ["--set", "scale=paper", "--nproc", "8"]
-    for key, value in (("strategy", "fsdp"), ("micro_batch", "8")):
-        sets += ["--set", f"variants.hitvideo.generator.config.train.{key}={value}"]
+    for key, value in (("strategy", "fsdp"), ("micro_batch", "8"), ("grad_checkpointing", "true")):
+        sets += ["--set", f"run.{key}={value}"]
     assert main(["validate", str(ROOT / "recipes" / "generation.yaml"), *sets]) == 0
     lines = capsys.readouterr().out.splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith("    generator") and "5.22 B parameters" in line)
@@ -328,8 +359,8 @@ def test_validate_paper_generator_fits_80_gb_with_fsdp_over_8_gpus(capsys):
     advice = next(line for line in lines[i + 1:] if not line.strip().startswith("note:"))
     assert advice.strip().startswith("fits 80 GB as configured (fsdp over 8 GPUs, micro-batch 8; ~")
     other = next(line for line in lines if line.startswith("    generator") and "4.67 B parameters" in line)
-    assert "over 8 GPUs (bf16, grad checkpointing)" in other  # the other variant as configured: ddp
-    assert any(line.strip().startswith("fits 80 GB with: fsdp over 8 GPUs") for line in lines)
+    assert "over 8 GPUs in micro-batches of 8 (fsdp, bf16, grad checkpointing)" in other  # run: is the whole run's
+    # under run.strategy ddp (the default) the advice names fsdp: test_validate_paper_prints_memory_for_tokenizer_...
 
 
 def test_validate_names_a_training_crop_that_leaves_a_layer_under_2_cells(capsys):

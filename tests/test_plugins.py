@@ -101,7 +101,7 @@ def test_hookimpl_with_a_wrong_signature_is_rejected_by_name(monkeypatch):
 def test_catalog_rejects_a_target_of_the_wrong_base():
     catalog = Catalog()
     catalog.add("codec", "not-a-codec", "collections:OrderedDict")
-    with pytest.raises(BadInput, match="not a subclass of hitvideo_bench.components.Codec"):
+    with pytest.raises(BadInput, match="not a subclass of hitvideo_bench.api.Codec"):
         catalog.get("codec", "not-a-codec").load()
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import hitvideo_bench as hb
 from hitvideo_bench import cache
 from hitvideo_bench.errors import BadInput, ShapeError
-from hitbench_builtin.metrics import probe as probe_module
+from hitbench_builtin.metrics.probe import cache as probe_cache
 from hitbench_builtin.metrics.probe import (ProbeConfig, ProbeNet, cpu_threads, obtain_probe, probe_folder,
                                             probe_inputs)
 
@@ -68,8 +68,7 @@ def test_probe_is_cached_and_reused_without_retraining(trained_probe, real_clips
     def no_training(*args, **kwargs):
         raise AssertionError("the cached probe was trained again")
 
-    monkeypatch.setattr(probe_module, "train_probe", no_training)
-    monkeypatch.setattr(probe_module, "_LOADED", {})  # a new process: nothing in memory
+    monkeypatch.setattr(probe_cache, "train_probe", no_training)  # obtain_probe's training, looked up there
     again = obtain_probe(ProbeConfig(), shape, torch.device("cpu"))
     video = real_clips["val"][0][:8]
     assert torch.equal(again.features(video), trained_probe.features(video))

@@ -79,7 +79,7 @@ def test_the_table_shows_final_values_only_and_reads_directions_written_as_text(
                row("a", "lpips", 0.25, "False"), row("a", "bits", 2.0, math.nan))
     table = build_table(df, TableSpec(), ["a"])
     assert table.to_dict("records") == [{"variant": "a", "psnr ↑": "30.5000", "lpips ↓": "0.2500", "bits": "2"}]
-    assert [report._as_bool(v) for v in (True, "false", "TRUE", None, math.nan, 0)] == [True, False, True, None,
+    assert [report.tables._as_bool(v) for v in (True, "false", "TRUE", None, math.nan, 0)] == [True, False, True, None,
                                                                                       None, False]
 
 
@@ -273,7 +273,7 @@ def test_grouped_bars_cluster_each_group_and_label_bars_by_what_the_variant_adds
             for c in ax.containers if isinstance(c, BarContainer)}
     assert bars == {"base": [(-0.2, 10.0), (0.8, 20.0)], "big": [(0.2, 12.0), (1.2, 22.0)]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ar", "mlm"]
-    assert report._member_label("other", "ar") == "other"
+    assert report.plots._member_label("other", "ar") == "other"
 
 
 def test_line_and_layers_plots_draw_the_mean_over_seeds_per_step_and_per_layer_count(figures, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hitbench_builtin.generators.ar_llama import _pick
+from hitbench_builtin.generators.ar_llama.sampling import _pick
 from hitvideo_bench.errors import BadInput
 
 #: fixture logits over a vocabulary of 6, every value distinct so the order is unambiguous

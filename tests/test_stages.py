@@ -209,6 +209,35 @@ def test_the_cache_key_covers_version_seed_config_and_data(recipe, tmp_path, iso
     assert len({tok for tok, _ in changed.values()}) == len(changed)
 
 
+def test_execution_settings_reuse_a_component_and_its_method_retrains_it(recipe, tmp_path, isolated_cache,
+                                                                          monkeypatch):
+    """Kills: execution settings (run.strategy, micro_batch, cadence) in a cache key or the run id, so that a component
+    trained under ddp is retrained for a run under fsdp; or a method setting (train.steps) left out of the key."""
+    recipe.write_text(RECIPE.replace("  layers: all\n  curve: [fixture-mae]\n", "")
+                      .replace("{train: {eval_every: 2}}", "{train: {steps: 2}}"))
+    ddp = cache_folders(recipe, tmp_path / "a")
+    plugin = __import__("hitbench_fixture_plugin")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although only the execution settings changed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(plugin.FixturePoolTokenizer, "fit", no_training)
+        patched.setattr(plugin.FixtureUnigramGenerator, "fit", no_training)
+        fsdp = ["run.strategy=fsdp", "run.micro_batch=1", "run.checkpoint_every=1", "run.log_every=1"]
+        assert cache_folders(recipe, tmp_path / "b", fsdp) == ddp
+        assert load_recipe(recipe, fsdp).run_id() == load_recipe(recipe).run_id()
+    steps = cache_folders(recipe, tmp_path / "c", ["variants.pool.tokenizer.config.train.steps=3"])
+    assert steps[0] != ddp[0] and steps[1] != ddp[1]
+
+
+def test_an_execution_setting_in_a_component_config_points_to_the_run_section(recipe):
+    """Kills: accepting (or silently dropping) train.strategy in a component config after it moved to ``run:``."""
+    with pytest.raises(BadInput, match=r"variants.pool.tokenizer.config.train.strategy: an execution setting.*"
+                                       r"run.strategy"):
+        load_recipe(recipe, ["variants.pool.tokenizer.config.train.strategy=fsdp"])
+
+
 def test_a_run_killed_while_training_resumes_from_the_half_written_cache_folder(recipe, tmp_path, monkeypatch,
                                                                                  isolated_cache):
     """Kills: restarting a component's training from scratch instead of from the checkpoint in its cache folder."""
@@ -286,7 +315,7 @@ variants:
     tokenizer:
       name: masked
       config: {base: {name: fixture-pool}, strategy: learned, layer: 1,
-               train: {steps: 3, batch_size: 2, lr: 0.05, checkpoint_every: 1}}
+               train: {steps: 3, batch_size: 2, lr: 0.05}}
 """
 
 

@@ -16,10 +16,13 @@ from hitvideo_bench.checkpoint import load_tokenizer, save_pretrained
 from hitvideo_bench.errors import ShapeError
 from hitvideo_bench.stages import compression_rows
 from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.training import Execution
 
 #: a very small tokenizer for fast tests (the tiny preset's structure with fewer channels)
 MICRO = {"channels": 8, "channel_mult": [1, 2], "z_channels": 16, "quant_dims": [6, 5, 4, 3], "disc_channels": 8,
-         "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}}
+         "train": {"steps": 4, "batch_size": 2}}
+#: how the tests' fits execute: a resumable checkpoint every 2 steps, every step's losses logged
+EXECUTION = Execution(checkpoint_every=2, log_every=1)
 
 
 def floats(logs: dict) -> dict[str, float]:
@@ -301,7 +304,7 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     setup = {"loss": {"adversarial": 0.1, "adversarial_start": 0.5},
              "crop_size": 32, "crop_until": 0.5}  # 2 crop steps, 2 whole
     a = micro(**setup)
-    summary = a.fit(data, workdir=tmp_path / "a", device="cpu", seed=0, progress=False)
+    summary = a.fit(data, workdir=tmp_path / "a", device="cpu", seed=0, progress=False, execution=EXECUTION)
     assert summary["steps"] == 4 and "d_hinge" in summary["losses"][-1]
 
     b = micro(**setup, train={**MICRO["train"], "steps": 4})
@@ -315,11 +318,11 @@ def test_fit_checkpoint_round_trip_and_resume(tmp_path):
     TokenizerTask.training_step = crash
     try:
         with pytest.raises(KeyboardInterrupt):
-            b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
+            b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False, execution=EXECUTION)
     finally:
         TokenizerTask.training_step = original
     b = micro(**setup)
-    b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False)
+    b.fit(data, workdir=tmp_path / "b", device="cpu", seed=0, progress=False, execution=EXECUTION)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
 
@@ -391,7 +394,7 @@ def test_every_training_step_sees_batch_size_clips(cls, tmp_path):
     tok = micro(cls, crop_size=32, crop_until=0.5, train={**MICRO["train"], "steps": 4, "batch_size": 3})
     TokenizerTask.training_clips = spy
     try:
-        tok.fit(data, workdir=tmp_path, device="cpu", seed=0, progress=False)
+        tok.fit(data, workdir=tmp_path, device="cpu", seed=0, progress=False, execution=EXECUTION)
     finally:
         TokenizerTask.training_clips = original
     assert [b for _, b, _ in seen] == [3, 3, 3, 3]

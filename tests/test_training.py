@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from hitvideo_bench import training
-from hitvideo_bench.training import StepBatches, TrainConfig, lr_factor, train
+from hitvideo_bench.training import Execution, StepBatches, TrainConfig, TrainingTask, lr_factor, train
 
 
 class FixtureClips(torch.utils.data.Dataset):
@@ -24,7 +24,7 @@ class FixtureClips(torch.utils.data.Dataset):
         return {"video": self.x[i], "caption": f"clip {i}", "attrs": {}}
 
 
-class FixtureTask:
+class FixtureTask(TrainingTask):
     """Fixture task: a conv with dropout (so the global RNG matters) fits x -> 0.5 x."""
 
     def __init__(self):
@@ -46,9 +46,9 @@ class FixtureTask:
 def run(tmp_path, steps, cfg=None, seed=0):
     torch.manual_seed(123)  # the task's initial weights
     task = FixtureTask()
-    cfg = cfg or TrainConfig(steps=steps, batch_size=4, lr=1e-2, checkpoint_every=5, log_every=1, warmup_steps=2)
+    cfg = cfg or TrainConfig(steps=steps, batch_size=4, lr=1e-2, warmup_steps=2)
     summary = train(task, FixtureClips(), cfg.model_copy(update={"steps": steps}), workdir=tmp_path,
-                    device="cpu", seed=seed, progress=False)
+                    device="cpu", seed=seed, progress=False, execution=Execution(checkpoint_every=5, log_every=1))
     return task.net.state_dict(), summary
 
 
@@ -111,7 +111,7 @@ def test_warmup_then_cosine_schedule():
 
 
 def test_ema_weights_are_kept_at_the_end(tmp_path):
-    cfg = TrainConfig(steps=10, batch_size=4, lr=1e-2, ema=0.5, checkpoint_every=5)
+    cfg = TrainConfig(steps=10, batch_size=4, lr=1e-2, ema=0.5)
     with_ema, _ = run(tmp_path / "ema", 10, cfg)
     without, _ = run(tmp_path / "plain", 10, cfg.model_copy(update={"ema": None}))
     assert not torch.equal(with_ema["0.weight"], without["0.weight"])
@@ -175,7 +175,7 @@ def test_ema_update_weighs_the_old_average_by_decay():
 
 def test_resume_with_ema_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     """Kills: not restoring ``ema.safetensors`` in Trainer.load (the average would restart from the resumed weights)."""
-    cfg = TrainConfig(steps=15, batch_size=4, lr=1e-2, ema=0.9, checkpoint_every=5, log_every=1)
+    cfg = TrainConfig(steps=15, batch_size=4, lr=1e-2, ema=0.9)
     straight, _ = run(tmp_path / "a", 15, cfg)
     resumed, _ = run_killed_at_step_12_then_resumed(tmp_path / "b", 15, cfg)
     assert (tmp_path / "b" / "checkpoint" / "ema.safetensors").exists()

@@ -13,7 +13,7 @@ import pytest
 from fixture_http_server import FixtureServer, local_network_only
 
 from hitbench_builtin.weights import CLIP_FILES
-from hitvideo_bench import weights
+from hitvideo_bench import download, weights
 from hitvideo_bench.cli import main
 from hitvideo_bench.download import DownloadFailed
 from hitvideo_bench.errors import WeightsUnavailable
@@ -80,10 +80,10 @@ def test_an_interrupted_download_resumes_with_range(server):
     body = server.files["/alexnet-owt-7be5be79.pth"]
     server.breaks["/alexnet-owt-7be5be79.pth"] = 5000
     with pytest.raises(DownloadFailed, match=f"broke after 5000 of {len(body)} bytes.*run the same command again"):
-        list(weights.download(["alexnet"], progress=False))
+        list(download.download(["alexnet"], progress=False))
     target = weights.registry()["alexnet"].path
     assert not target.exists() and target.with_name(f".{target.name}.partial").stat().st_size == 5000
-    assert [name for name, _ in weights.download(["alexnet"], progress=False)] == [weights.info("alexnet")]
+    assert [name for name, _ in download.download(["alexnet"], progress=False)] == [weights.info("alexnet")]
     assert server.requests[-1] == ("/alexnet-owt-7be5be79.pth", "bytes=5000-")
     assert weights.find("alexnet").read_bytes() == body
     assert not target.with_name(f".{target.name}.partial").exists()
@@ -92,9 +92,9 @@ def test_an_interrupted_download_resumes_with_range(server):
 def test_a_server_that_ignores_range_restarts_the_file(server):
     server.breaks["/alexnet-owt-7be5be79.pth"] = 3000
     with pytest.raises(DownloadFailed):
-        list(weights.download(["alexnet"], progress=False))
+        list(download.download(["alexnet"], progress=False))
     server.ranges = False
-    list(weights.download(["alexnet"], progress=False))
+    list(download.download(["alexnet"], progress=False))
     assert weights.find("alexnet").read_bytes() == server.files["/alexnet-owt-7be5be79.pth"]
 
 
@@ -108,7 +108,7 @@ def test_a_wrong_checksum_places_nothing_and_exits_1(server, capsys):
 
 
 def test_a_clip_model_folder_lands_in_the_hf_cache(server):
-    [(entry, outcome)] = list(weights.download(["clip-vit-b32"], progress=False))
+    [(entry, outcome)] = list(download.download(["clip-vit-b32"], progress=False))
     snapshot = weights.find("clip-vit-b32")
     assert outcome == f"downloaded: {snapshot}"
     assert (snapshot / "pytorch_model.bin").read_bytes() == b"fixture clip weights"
@@ -124,7 +124,7 @@ def test_offline_is_a_clear_error(server, monkeypatch):
     monkeypatch.setattr(weights, "registry", lambda: {**original(), "i3d": dataclasses.replace(
         original()["i3d"], url=f"http://127.0.0.1:{port}/i3d_torchscript.pt")})
     with pytest.raises(DownloadFailed, match=r"cannot reach 127\.0\.0\.1.*proxy.*--import FILE"):
-        list(weights.download(["i3d"], progress=False))
+        list(download.download(["i3d"], progress=False))
 
 
 def test_proxies_come_from_the_environment(server, monkeypatch):
@@ -132,7 +132,7 @@ def test_proxies_come_from_the_environment(server, monkeypatch):
     monkeypatch.setattr(weights, "registry", lambda: {**original(), "i3d": dataclasses.replace(
         original()["i3d"], url="http://weights.invalid/i3d_torchscript.pt")})
     monkeypatch.setenv("http_proxy", server.base)  # the fixture server plays the proxy
-    list(weights.download(["i3d"], progress=False))
+    list(download.download(["i3d"], progress=False))
     assert weights.find("i3d").read_bytes() == server.files["/i3d_torchscript.pt"]
 
 

@@ -61,9 +61,11 @@ class ResolvedRecipe:
         return data
 
     def run_id(self) -> str:
-        """Hash of the resolved recipe (not of its description): the results folder's name."""
+        """Hash of the resolved recipe (not of its description, nor of how it executes, ``run:``): the results
+        folder's name."""
         data = self.as_dict()
         data.pop("description", None)
+        data.pop("run", None)
         return stable_hash(data)
 
 
@@ -78,7 +80,7 @@ def load_recipe(path: str | Path, sets: Iterable[str] = (), *, catalog: Catalog 
     located = load_located(path)
     apply_sets(located, sets)
     located.data.setdefault("recipe", path.stem)
-    (hook or plugins.pm.hook).hitbench_recipe_loaded(recipe=located.data, path=path)
+    (hook or plugins.hooks).hitbench_recipe_loaded(recipe=located.data, path=path)
     try:
         recipe = Recipe.model_validate(located.data)
     except ValidationError as exc:
@@ -259,6 +261,12 @@ def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, pr
         path = f"{prefix}.{'eval_dataset' if rv.spec.eval_dataset else 'dataset'}"
         problems.append(Problem(str(exc), *locate(path), path))
         return
+    wanted, available = rv.spec.dataset.eval_clips, len(dataset)
+    if wanted > available:
+        path = f"{prefix}.dataset.eval_clips"
+        problems.append(Problem(f"{wanted} clips to evaluate, but split {rv.spec.dataset.eval_split!r} of dataset "
+                                f"{ds.name} has {available}: set eval_clips to at most {available}", *locate(path),
+                                path))
     for fld in ("tokenizer", "codec"):
         ref = getattr(rv.spec, fld)
         if ref is None:

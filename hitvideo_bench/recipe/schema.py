@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..components import Preset
+from ..training import Execution
 
 RECIPE_VERSION = 1
 
@@ -167,6 +168,8 @@ class Recipe(Strict):
     plots: list[PlotSpec] = Field(default_factory=list)
     references: list[ReferenceRow] = Field(default_factory=list)
     claims: list[ClaimSpec] = Field(default_factory=list)
+    run: Execution = Field(default_factory=Execution, description="how every training of the recipe executes "
+                           "(strategy, micro_batch, ...): not part of the run's identity nor of any component's")
 
     @field_validator("version")
     @classmethod

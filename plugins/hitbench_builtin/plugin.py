@@ -1,6 +1,6 @@
 """The built-in components, registered through the ``hitbench`` entry-point group like any plugin."""
 
-from hitvideo_bench import hookimpl
+from hitvideo_bench.api import hookimpl
 
 from .weights import builtin_weights
 

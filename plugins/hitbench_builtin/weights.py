@@ -21,8 +21,7 @@ import importlib.util
 import zipfile
 from pathlib import Path
 
-from hitvideo_bench.errors import BadInput
-from hitvideo_bench.weights import WeightInfo, hf_hub_cache, read_hf_config, torch_checkpoints
+from hitvideo_bench.api import BadInput, WeightInfo, hf_hub_cache, read_hf_config, torch_checkpoints
 
 CLIP_REPO = "openai/clip-vit-base-patch32"
 CLIP_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",

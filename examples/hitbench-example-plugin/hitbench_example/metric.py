@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-from hitvideo_bench import weights
-from hitvideo_bench.components import BenchMetric
-from hitvideo_bench.errors import BadInput, ShapeError
+from hitvideo_bench.api import BadInput, BenchMetric, ShapeError, find_weights, sha256_of
 
 WEIGHT_NAME = "example-projection"
 PROJECTION_FILE = "hitbench-example-patch-projection-v1.safetensors"
@@ -62,9 +60,9 @@ class PatchProjectionDistance(BenchMetric):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
-        path = weights.find(WEIGHT_NAME)  # WeightsUnavailable, with the --download / --import hint, when missing
+        path = find_weights(WEIGHT_NAME)  # WeightsUnavailable, with the --download / --import hint, when missing
         self.register_buffer("projection", load_projection(path), persistent=False)
-        self.weights_sha256 = weights.sha256_of(path)
+        self.weights_sha256 = sha256_of(path)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 

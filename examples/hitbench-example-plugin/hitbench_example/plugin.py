@@ -1,7 +1,6 @@
 """Registration: the components this plugin adds, and the pretrained file its metric needs."""
 
-from hitvideo_bench import hookimpl
-from hitvideo_bench.weights import WeightInfo, torch_checkpoints
+from hitvideo_bench.api import WeightInfo, hookimpl, torch_checkpoints
 
 #: where `hitbench weights --download example-projection` fetches the file. Nothing is published there
 #: (example.org is reserved for examples); a real plugin points at its own release asset.

@@ -10,17 +10,11 @@ wrapper apply dynamic encoding to it, with all three fills.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from pydantic import Field
 from torch import nn
 
-from hitvideo_bench.checkpoint import save_pretrained
-from hitvideo_bench.components import ComponentConfig, Tokenizer
-from hitvideo_bench.errors import ShapeError
-from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig, TrainingTask
+from hitvideo_bench.api import ComponentConfig, ShapeError, TokenPyramid, Tokenizer, TrainConfig, TrainingTask
 
 
 class PatchBinaryConfig(ComponentConfig):
@@ -35,6 +29,7 @@ class PatchBinaryTokenizer(Tokenizer):
     """Patch -> conv -> sign bits -> token; token -> bits -> conv -> patch."""
 
     Config = PatchBinaryConfig
+    train_settings = "train"  # the config field holding its TrainConfig (it trains through hitbench's trainer)
 
     def __init__(self, config: PatchBinaryConfig):
         super().__init__(config)
@@ -87,9 +82,6 @@ class PatchBinaryTokenizer(Tokenizer):
 
     def training_task(self, data, device, *, shapes_only=False):
         return _Task(self, data)
-
-    def save_pretrained(self, path: Path) -> None:
-        save_pretrained(self, path, "tokenizer", "patch-binary")
 
 
 class _Task(TrainingTask):

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from hitvideo_bench.components import Codec, ComponentConfig, Compressed
-from hitvideo_bench.errors import RunFailed, ShapeError
-from hitvideo_bench.video import from_uint8_frames, to_uint8_frames
+from hitvideo_bench.api import (Codec, ComponentConfig, Compressed, RunFailed, ShapeError, from_uint8_frames,
+                                to_uint8_frames)
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner on every open otherwise
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hitvideo_bench.components import Codec, Compressed, EmptyConfig
+from hitvideo_bench.api import Codec, Compressed, EmptyConfig
 
 
 class MeanColour(Codec):

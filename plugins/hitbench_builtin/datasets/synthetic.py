@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from hitvideo_bench.components import ComponentConfig, VideoDataset
-from hitvideo_bench.errors import BadInput
+from hitvideo_bench.api import BadInput, ComponentConfig, VideoDataset
 
 COLOURS = {"red": (0.90, 0.15, 0.15), "green": (0.15, 0.80, 0.25), "blue": (0.20, 0.40, 0.95),
            "yellow": (0.95, 0.85, 0.20), "white": (0.95, 0.95, 0.95), "purple": (0.65, 0.25, 0.85)}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hitvideo_bench.errors import BadInput
+from hitvideo_bench.api import BadInput
 
 
 def default_sections(head_dim: int) -> tuple[int, int, int]:

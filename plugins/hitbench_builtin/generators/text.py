@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hitvideo_bench.errors import BadInput, WeightsUnavailable
+from hitvideo_bench.api import BadInput, WeightsUnavailable, hf_hub_cache
 
 #: Output width of each encoder's last hidden state.
 TEXT_DIMS = {"minilm": 384, "flan-t5-xl": 2048}
@@ -40,7 +40,6 @@ def flan_t5_xl_snapshot(cache_dir: str | Path | None = None) -> Path:
     """The cached snapshot folder of google/flan-t5-xl, or :class:`WeightsUnavailable`."""
     from huggingface_hub import try_to_load_from_cache
 
-    from hitvideo_bench.weights import hf_hub_cache
 
     cache_dir = Path(cache_dir) if cache_dir is not None else hf_hub_cache()  # env as set at call time
     hint = (f"not in the Hugging Face cache ({cache_dir}); "

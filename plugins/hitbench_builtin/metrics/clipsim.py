@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from hitvideo_bench import weights
-from hitvideo_bench.components import BenchMetric, ComponentConfig
-from hitvideo_bench.errors import WeightsUnavailable
+from hitvideo_bench.api import (BenchMetric, ComponentConfig, WeightsUnavailable, find_weights, hf_hub_cache,
+                                hf_snapshot, sha256_of, weight_file_of)
 
 from ..weights import CLIP_REPO
 
@@ -52,9 +51,9 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_ST
 def _find_model(name: str):
     """The snapshot folder of a CLIP model in the HF cache (registered or any other repo id)."""
     if name == CLIP_REPO:
-        return weights.find("clip-vit-b32")
-    folder = weights.hf_hub_cache() / ("models--" + name.replace("/", "--"))
-    snapshot = weights.hf_snapshot(folder)
+        return find_weights("clip-vit-b32")
+    folder = hf_hub_cache() / ("models--" + name.replace("/", "--"))
+    snapshot = hf_snapshot(folder)
     if snapshot is None:
         raise WeightsUnavailable(f"{name} (clipsim)", f"on a machine with internet run `huggingface-cli download "
                                  f"{name}` and copy {folder.name} into {folder.parent}")
@@ -85,7 +84,7 @@ class CLIPSim(BenchMetric):
             self.model = CLIPModel.from_pretrained(str(snapshot), local_files_only=True).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(str(snapshot), local_files_only=True)
             self.model_name = self.config.model
-            self.weights_sha256 = weights.sha256_of(weights.weight_file_of(snapshot))
+            self.weights_sha256 = sha256_of(weight_file_of(snapshot))
         for param in self.model.parameters():
             param.requires_grad_(False)
         self.image_size = int(self.model.config.vision_config.image_size)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from hitvideo_bench.components import BenchMetric
+from hitvideo_bench.api import BenchMetric
 
 
 def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from hitvideo_bench import weights
-from hitvideo_bench.components import ComponentConfig
-from hitvideo_bench.errors import ShapeError, WeightsUnavailable
+from hitvideo_bench.api import ComponentConfig, ShapeError, WeightsUnavailable, find_weights, sha256_of, weight_info
 
 from .frechet import FrechetFeatureMetric
 
@@ -66,12 +64,12 @@ class FVD(FrechetFeatureMetric):
             path = Path(self.config.extractor_path).expanduser()
             if not path.is_file():
                 raise WeightsUnavailable("i3d (fvd)", f"fvd.extractor_path {path} does not exist; "
-                                         + weights.info("i3d").hint())
+                                         + weight_info("i3d").hint())
         else:
-            path = weights.find("i3d")
+            path = find_weights("i3d")
         self.extractor = torch.jit.load(str(path), map_location="cpu").eval()
         self.extractor_name = "StyleGAN-V i3d_torchscript.pt (I3D Kinetics-400, TF-Hub port)"
-        self.extractor_sha256 = weights.sha256_of(path)
+        self.extractor_sha256 = sha256_of(path)
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         if video.shape[2] < I3D_MIN_FRAMES:

@@ -15,9 +15,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from hitvideo_bench import weights
-from hitvideo_bench.components import ComponentConfig
-from hitvideo_bench.errors import BadInput
+from hitvideo_bench.api import BadInput, ComponentConfig, find_weights, sha256_of
 
 from .pixel import FramewiseMetric
 
@@ -50,8 +48,8 @@ def build_lpips(net: str) -> torch.nn.Module:
     """The calibrated LPIPS network from files on disk only (raises WeightsUnavailable when missing)."""
     import lpips
 
-    trunk_path = weights.find(BACKBONE_WEIGHTS[net])
-    lin_path = weights.find(f"lpips-lin-{net}")
+    trunk_path = find_weights(BACKBONE_WEIGHTS[net])
+    lin_path = find_weights(f"lpips-lin-{net}")
     network = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, model_path=str(lin_path), verbose=False)
     load_trunk(network, trunk_path)
     return network.eval()
@@ -69,7 +67,7 @@ class LPIPS(FramewiseMetric):
         if network is None:
             self.network = build_lpips(self.config.net)
             self.extractor = f"lpips v0.1, {self.config.net} trunk ({BACKBONE_WEIGHTS[self.config.net]})"
-            self.trunk_sha256 = weights.sha256_of(weights.find(BACKBONE_WEIGHTS[self.config.net]))
+            self.trunk_sha256 = sha256_of(find_weights(BACKBONE_WEIGHTS[self.config.net]))
         else:
             self.network = network.eval()
             self.extractor = f"stand-in network (test only): {type(network).__name__}"

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hitvideo_bench.components import BenchMetric
+from hitvideo_bench.api import BenchMetric
 
 
 class MaskStats(BenchMetric):

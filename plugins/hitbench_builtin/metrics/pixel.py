@@ -15,7 +15,7 @@ from pydantic import Field
 from pytorch_msssim import ssim as ms_ssim_lib_ssim
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
-from hitvideo_bench.components import BenchMetric, ComponentConfig
+from hitvideo_bench.api import BenchMetric, ComponentConfig
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WIN_SIZE, WIN_SIGMA = 11, 1.5

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from hitvideo_bench.components import BenchMetric
+from hitvideo_bench.api import BenchMetric
 
 
 class BitsPerPixel(BenchMetric):

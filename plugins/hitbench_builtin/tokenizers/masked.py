@@ -29,14 +29,13 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hitvideo_bench.components import ComponentConfig, Tokenizer
-from hitvideo_bench.errors import BadInput
-from hitvideo_bench.tokens import TokenPyramid
-from hitvideo_bench.training import TrainConfig, TrainingTask
+from hitvideo_bench.api import (BadInput, ComponentConfig, TokenPyramid, Tokenizer, TrainConfig, TrainingTask,
+                                save_figure)
 
 
 class BaseRef(BaseModel):
-    """The tokenizer to wrap, by catalog name (its preset defaults to the masked tokenizer's)."""
+    """The tokenizer to wrap, by catalog name (its preset defaults to the masked tokenizer's): the core builds it
+    (and trains it, through the cache) and passes it to :class:`MaskedTokenizer` as ``base=``."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = "hitvideo"
@@ -120,15 +119,16 @@ class MaskedTokenizer(Tokenizer):
     """Any latent-exposing tokenizer with dynamic encoding of one layer."""
 
     Config = MaskedConfig
+    train_settings = "train"
+    #: the config field naming the wrapped tokenizer; the core builds that one and passes it as ``base=``
+    wraps = "base"
 
     def __init__(self, config: MaskedConfig, base: Tokenizer | None = None):
         super().__init__(config)
         if base is None:
-            from hitvideo_bench.manager import get_catalog
-
-            ref = config.base
-            base = get_catalog().create("tokenizer", ref.name, preset=ref.preset or config.preset,
-                                        overrides=ref.config)
+            raise BadInput(f"masked: needs the tokenizer it wraps, built from config.base ({config.base.name!r}) and "
+                           "passed as base=...; the core does this when it builds a masked tokenizer (a wrapper never "
+                           "builds its base itself)", field="tokenizer.config.base")
         if not base.exposes_latents:
             raise BadInput(f"masked: base tokenizer {config.base.name!r} does not implement the latent hooks "
                            "tokens_to_latents() and decode_latents() that dynamic encoding needs "
@@ -210,8 +210,6 @@ class MaskedTokenizer(Tokenizer):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from hitvideo_bench.report import save_figure
-
         pyramid = self.encode(video[:1])
         latents = self.base.tokens_to_latents(pyramid)[self.config.layer]
         diff = redundancy(latents)[0].cpu()
@@ -242,11 +240,6 @@ class MaskedTokenizer(Tokenizer):
         """Training of the fill (and, with ``finetune_decoder``, the base's decoder), the base otherwise frozen;
         None when ``train.steps`` is 0."""
         return _MaskTask(self, data) if self.config.train.steps > 0 else None
-
-    def save_pretrained(self, path: Path) -> None:
-        from hitvideo_bench.checkpoint import save_pretrained
-
-        save_pretrained(self, path, "tokenizer", "masked")
 
 
 class _MaskTask(TrainingTask):

@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hitvideo_bench.components import ComponentConfig
-from hitvideo_bench.training import TrainConfig
+from hitvideo_bench.api import ComponentConfig, TrainConfig
 
 from .blocks import Stride
 
@@ -111,8 +110,7 @@ class HiTVideoConfig(ComponentConfig):
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100,
-        checkpoint_every=500, log_every=100))
+        steps=1500, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100))
     detach_prediction: bool = Field(False, description="quantise z_l - sg(p_l): the full decode's error reaches the "
                                                        "prediction p_l only through the decoded path, not the residual")
 
@@ -124,7 +122,7 @@ class HiTVideoConfig(ComponentConfig):
                   "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 1.0},
                   "crop_size": None,
                   "train": {"steps": 20000, "batch_size": 8, "lr": 4e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
-                            "warmup_steps": 1000, "checkpoint_every": 1000, "log_every": 50}},
+                            "warmup_steps": 1000}},
         "paper": {**V10_LAYOUT, "channels": 128, "channel_mult": [1, 2, 2, 4], "spatial_down": [True] * 4,
                   "factorized_conv": False,
                   "patch_size": 1,
@@ -132,8 +130,7 @@ class HiTVideoConfig(ComponentConfig):
                   "quant_dims": [18, 16, 14, 12], "layer_strides": [(2, 2, 2), (2, 1, 1), (2, 2, 2)],
                   "crop_size": None, "loss": {**MAGVIT2_LOSS, "entropy_sample_fraction": 0.1},
                   "train": {"steps": 200000, "batch_size": 8, "lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
-                            "warmup_steps": 5000, "checkpoint_every": 2000, "log_every": 100, "precision": "bf16",
-                            "grad_checkpointing": True, "ema": 0.999}},
+                            "warmup_steps": 5000, "precision": "bf16", "ema": 0.999}},
     }
 
     def widths(self) -> list[int]:

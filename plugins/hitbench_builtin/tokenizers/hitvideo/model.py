@@ -27,16 +27,13 @@ paper scale) so that its token count is close to (and not above) the multi-layer
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import LFQ
 
-from hitvideo_bench.components import Tokenizer
-from hitvideo_bench.errors import ShapeError
-from hitvideo_bench.tokens import TokenPyramid
+from hitvideo_bench.api import ShapeError, TokenPyramid, Tokenizer
 
 from .blocks import Decoder, Encoder, Sequential, compress_stage, level_strides, per_frame, up_stage
 from .config import MIN_ENTROPY_TOKENS, HiTVideoConfig, SingleLayerConfig
@@ -57,6 +54,7 @@ class HiTVideoTokenizer(Tokenizer):
     """Causal 3D VAE + residual coarse-to-fine LFQ layers; layer 0 densest. See the module docstring."""
 
     Config = HiTVideoConfig
+    train_settings = "train"
 
     def __init__(self, config: HiTVideoConfig):
         super().__init__(config)
@@ -74,9 +72,10 @@ class HiTVideoTokenizer(Tokenizer):
                 diversity_gamma=c.loss.diversity_gamma, frac_per_sample_entropy=c.loss.entropy_sample_fraction,
                 channel_first=True)
             for d in c.quant_dims)
-        self.set_grad_checkpointing(c.train.grad_checkpointing)
 
     def set_grad_checkpointing(self, on: bool) -> None:
+        """Recompute the encoder's and decoder's residual blocks in backward (training only); switched by
+        :meth:`~.task.TokenizerTask.checkpoint_activations` when the run asks for it."""
         for module in self.modules():
             if isinstance(module, Sequential):
                 module.grad_checkpointing = on
@@ -257,12 +256,6 @@ class HiTVideoTokenizer(Tokenizer):
         from .task import TokenizerTask
 
         return TokenizerTask(self, data, device, shapes_only)
-
-    def save_pretrained(self, path: Path) -> None:
-        from hitvideo_bench.checkpoint import save_pretrained
-
-        save_pretrained(self, path, "tokenizer", "single-layer" if isinstance(self, SingleLayerTokenizer)
-                        else "hitvideo")
 
 
 class SingleLayerTokenizer(HiTVideoTokenizer):

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hitvideo_bench.errors import WeightsUnavailable
-from hitvideo_bench.training import TrainingTask
+from hitvideo_bench.api import TrainingTask, WeightsUnavailable
 
 from .blocks import Discriminator, level_strides
 from .config import LossConfig
@@ -64,6 +63,10 @@ class TokenizerTask(TrainingTask):
     (``coarse_weight``), so that every ``k`` stays a trained reconstruction once all layers are in.
     """
 
+    #: its own checkpoint and log cadence (the run's ``checkpoint_every`` / ``log_every`` override them)
+    checkpoint_every = 500
+    log_every = 100
+
     def __init__(self, tokenizer: HiTVideoTokenizer, data, device, shapes_only: bool = False):
         self.tok = tokenizer
         self.data = data
@@ -97,6 +100,10 @@ class TokenizerTask(TrainingTask):
         blocks = [block for net in (tok.encoder.net, tok.decoder.net) for block in net
                   if next(block.parameters(), None) is not None]
         return [*blocks, *tok.stages, *tok.ups, *tok.pre, *tok.post, *([self.disc] if self.disc is not None else [])]
+
+    def checkpoint_activations(self, on: bool) -> None:
+        """Recompute the encoder's and decoder's residual blocks in backward (the run's ``grad_checkpointing``)."""
+        self.tok.set_grad_checkpointing(on)
 
     def held_modules(self) -> list[nn.Module]:
         return [self.lpips] if self.lpips is not None else []

@@ -1,8 +1,5 @@
-"""The stages of one run: obtain (train or reuse) components, then measure them.
-
-Each stage returns tidy rows: ``dict(metric=..., value=..., higher_is_better=..., step=..., text=...,
-provenance=...)``; the runner adds recipe, variant and seed.
-"""
+"""Measuring a run's components: metrics over batches of clips (and clip by clip), and the rows of the
+compression, reconstruction, training-curve and generation stages."""
 
 from __future__ import annotations
 
@@ -10,83 +7,19 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from . import cache
-from .catalog import Catalog
-from .claims import RESAMPLE, RESAMPLED_CLIPS, bootstrap_indices
-from .components import BenchMetric, Codec, Compressed, Generator, Tokenizer, VideoDataset, overrides
-from .errors import WeightsUnavailable
-from .faults import RunLog
-from .isolation import IsolatedWorker, WorkerFailed
-from .io import read_json, write_json
-from .recipe import ComponentRef, ResolvedVariant
-from .tokens import TokenPyramid
-from .training import is_main_process
+from ..claims import RESAMPLE, RESAMPLED_CLIPS, bootstrap_indices
+from ..components import BenchMetric, Codec, Compressed, Tokenizer, VideoDataset
+from ..errors import WeightsUnavailable
+from ..isolation import IsolatedWorker, WorkerFailed
+from ..report import save_sample_sheet
+from ..tokens import TokenPyramid
+from .context import Row, RunContext, clip_batches, row
 
-Row = dict[str, Any]
-
-
-@dataclass
-class RunContext:
-    """Everything a run's stages share."""
-
-    catalog: Catalog
-    variant: ResolvedVariant
-    seed: int
-    device: torch.device
-    run_dir: Path
-    progress: bool = True
-    use_cache: bool = True
-    summary: dict[str, Any] = field(default_factory=dict)
-    #: under torchrun, processes other than rank 0 only take part in training
-    train_only: bool = False
-    #: per-clip values of the metrics that have them: ``{metric, clip, value}``
-    per_clip: list[dict[str, Any]] = field(default_factory=list)
-    #: the run's log (where a crash's traceback goes); None: no log, e.g. a stage called on its own
-    log: RunLog | None = None
-
-    def where(self, text: str) -> None:
-        """Note in the run's log what the run does next."""
-        if self.log is not None:
-            self.log.where(text)
-
-    def create(self, field_name: str, **deps: Any) -> Any:
-        ref = getattr(self.variant.spec, field_name)
-        kind = "dataset" if field_name in ("dataset", "eval_dataset") else field_name
-        return self.catalog.create(kind, ref.name, preset=ref.preset, overrides=ref.config, **deps)
-
-    def train_dataset(self) -> VideoDataset:
-        return self.create("dataset", split=self.variant.spec.dataset.train_split)
-
-    def eval_dataset(self) -> VideoDataset:
-        """The clips measured: the eval split of ``eval_dataset`` if the variant names one, else of ``dataset``."""
-        field_name = "eval_dataset" if self.variant.spec.eval_dataset is not None else "dataset"
-        return self.create(field_name, split=self.variant.spec.dataset.eval_split)
-
-
-# ------------------------------------------------------------------------------------------- data
-
-
-def clip_batches(dataset: VideoDataset, count: int, batch_size: int, device: torch.device,
-                 progress: bool = False, desc: str = "") -> Iterator[dict[str, Any]]:
-    """The first ``count`` clips of ``dataset`` in batches: ``{video, captions, attrs}`` on ``device``."""
-    from tqdm.auto import tqdm
-
-    count = min(count, len(dataset))
-    bar = tqdm(total=count, desc=desc, unit="clip", disable=not progress, leave=False)
-    for start in range(0, count, batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, count))]
-        bar.update(len(items))
-        yield {"video": torch.stack([it["video"] for it in items]).to(device),
-               "captions": [it["caption"] for it in items],
-               "attrs": [it.get("attrs", {}) for it in items]}
-    bar.close()
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -206,17 +139,6 @@ class MetricSet:
         return out
 
 
-def row(metric: str, value: float, higher_is_better: bool | None = None, *, step: int | None = None,
-        text: str = "", provenance: str = "", timing: bool = False) -> Row:
-    """One tidy result row (the runner adds recipe, variant, seed).
-
-    ``timing`` marks wall-clock measurements: they depend on the machine and its load, so the runner
-    keeps them in ``timings.csv``, apart from the reproducible ``metrics.csv``.
-    """
-    return {"metric": metric, "value": value, "higher_is_better": higher_is_better,
-            "step": step, "text": text, "provenance": provenance, "timing": timing}
-
-
 def metric_inputs(batch: dict[str, Any], pred: torch.Tensor, compressed=None) -> dict[str, Any]:
     """The named inputs metrics may ask for (see components.METRIC_INPUTS)."""
     video = batch["video"]
@@ -253,74 +175,6 @@ def compression_rows(tokenizer: Tokenizer, clip_shape: tuple[int, int, int]) -> 
              row("compression_ratio", pixels / total_tokens, True),
              row("bpp_nominal", total_bits / pixels, False)]
     return rows
-
-
-# ------------------------------------------------------------------------------------------- tokenizers
-
-
-def tokenizer_identity(ctx: RunContext, ref: ComponentRef, train_ds: VideoDataset) -> dict[str, Any]:
-    """What the cached tokenizer depends on: its resolved config, its training data and the seed."""
-    spec = ctx.catalog.get("tokenizer", ref.name)
-    return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.distribution,
-            "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
-
-
-def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:
-    """The tokenizer a wrapper tokenizer wraps (a config field ``base: {name, preset, config}``), resolved
-    exactly as a variant naming it directly would be, so that both share one cache entry."""
-    base = ref.config.get("base")
-    if not isinstance(base, dict) or "name" not in base:
-        return None
-    preset = base.get("preset") or ref.preset
-    config = ctx.catalog.make_config("tokenizer", base["name"], preset, base.get("config") or {})
-    return ComponentRef(name=base["name"], preset=preset, config=config.model_dump(mode="json", exclude={"preset"}))
-
-
-def cached_component(ctx: RunContext, key: str, kind: str, name: str, folder: Path, load: Callable[[], Any],
-                     train: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
-    """The component whose cache folder is ``folder`` (see :func:`hitvideo_bench.cache.cached_component`), saved as
-    a pretrained folder; its summary goes to ``ctx.summary[key]``."""
-    from .checkpoint import save_pretrained
-
-    component, summary, trained = cache.cached_component(
-        folder, load=load, train=train, save=lambda c, path: save_pretrained(c, path, kind, name),
-        use_cache=ctx.use_cache)
-    ctx.summary[key] = {"cached": str(folder), **({"trained_now": True} if trained else {}), **summary}
-    return component.eval()
-
-
-def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,
-                     eval_fn: Callable[[Tokenizer, int], dict[str, float]] | None,
-                     ref: ComponentRef | None = None) -> tuple[Tokenizer, Path | None]:
-    """Train the tokenizer (the variant's unless ``ref`` names another), or reuse it from the cache.
-
-    A wrapper tokenizer (e.g. ``masked``) gets its trained base first, through the same cache.
-    """
-    from .checkpoint import load_tokenizer
-
-    ref = ref or ctx.variant.spec.tokenizer
-    deps: dict[str, Any] = {}
-    inner = base_ref(ctx, ref)
-    if inner is not None:
-        deps["base"], _ = obtain_tokenizer(ctx, train_ds, None, inner)
-    key = "tokenizer" if inner is None else f"tokenizer:{ref.name}"
-    torch.manual_seed(ctx.seed)  # its initial weights depend on the seed alone, not on what ran before
-    tokenizer: Tokenizer = ctx.catalog.create("tokenizer", ref.name, preset=ref.preset, overrides=ref.config,
-                                              **deps)
-    if not tokenizer.trainable:
-        ctx.summary[key] = {"trained": False}
-        return tokenizer.to(ctx.device).eval(), None
-    identity = tokenizer_identity(ctx, ref, train_ds)
-    folder = cache.component_dir("tokenizer", ref.name, identity)
-
-    def train() -> tuple[Tokenizer, dict[str, Any]]:
-        tokenizer.to(ctx.device)
-        fit_eval = (lambda step: eval_fn(tokenizer, step)) if eval_fn else None
-        return tokenizer, tokenizer.fit(train_ds, workdir=folder / cache.WORK, device=ctx.device, seed=ctx.seed,
-                                        progress=ctx.progress, eval_fn=fit_eval)
-
-    return cached_component(ctx, key, "tokenizer", ref.name, folder,
-                            lambda: load_tokenizer(folder).to(ctx.device).eval(), train), folder
 
 
 def curve_eval(ctx: RunContext, eval_ds: VideoDataset) -> Callable[[Tokenizer, int], dict[str, float]] | None:
@@ -460,58 +314,8 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-# ------------------------------------------------------------------------------------------- generation
-
-
-def tokenize_dataset(tokenizer: Tokenizer, dataset: VideoDataset, folder: Path | None, ctx: RunContext,
-                     batch_size: int) -> tuple[TokenPyramid, list[str]]:
-    """Tokenize a whole split once; cached beside the (cached) tokenizer."""
-    path = folder / f"tokens-{cache.stable_hash(dataset.identity())}.safetensors" if folder else None
-    if path is not None and path.exists():
-        return TokenPyramid.load(path), read_json(path.with_suffix(".json"))
-    pyramids, captions = [], []
-    with torch.no_grad():
-        for batch in clip_batches(dataset, len(dataset), batch_size, ctx.device, ctx.progress, "tokenize"):
-            pyramids.append(tokenizer.encode(batch["video"]).to("cpu"))
-            captions += batch["captions"]
-    pyramid = TokenPyramid.cat(pyramids)
-    if path is not None and is_main_process():
-        write_json(path.with_suffix(".json"), captions)
-        pyramid.save(path)  # written last: its presence means both are complete
-    return pyramid, captions
-
-
-def obtain_generator(ctx: RunContext, tokenizer: Tokenizer, tok_folder: Path | None,
-                     train_ds: VideoDataset) -> Any:
-    """Train the variant's generator on the tokenized train split, or reuse it from the cache."""
-    from .checkpoint import load_pretrained
-
-    ref = ctx.variant.spec.generator
-    spec = ctx.catalog.get("generator", ref.name)
-    if not overrides(spec.load(), Generator, "training_task", "fit"):  # e.g. a pretrained generator a plugin loads
-        ctx.summary["generator"] = {"trained": False}
-        return ctx.create("generator", tokenizer=tokenizer).to(ctx.device).eval()
-    identity = {"kind": "generator", "name": ref.name, "version": spec.version, "preset": ref.preset,
-                "config": ref.config, "tokenizer": tokenizer_identity(ctx, ctx.variant.spec.tokenizer, train_ds),
-                "seed": ctx.seed}
-    folder = cache.component_dir("generator", ref.name, identity)
-
-    def train() -> tuple[Any, dict[str, Any]]:
-        torch.manual_seed(ctx.seed)  # its initial weights: the same whether the tokenizer was just trained or loaded
-        generator = ctx.create("generator", tokenizer=tokenizer).to(ctx.device)
-        pyramid, captions = tokenize_dataset(tokenizer, train_ds, tok_folder, ctx,
-                                             ctx.variant.spec.evaluate.batch_size)
-        return generator, generator.fit(pyramid, captions, workdir=folder / cache.WORK, device=ctx.device,
-                                        seed=ctx.seed, progress=ctx.progress)
-
-    return cached_component(ctx, "generator", "generator", ref.name, folder,
-                            lambda: load_pretrained(folder, tokenizer=tokenizer).to(ctx.device).eval(), train)
-
-
 def generation_rows(ctx: RunContext, tokenizer: Tokenizer, generator: Any, eval_ds: VideoDataset) -> list[Row]:
     """Sample the eval prompts, decode, score; NLL per layer; sampling speed; a sample sheet."""
-    from .report import save_sample_sheet
-
     gen_spec = ctx.variant.spec.evaluate.generation
     count = gen_spec.num_samples or ctx.variant.spec.dataset.eval_clips
     metrics = MetricSet(ctx, gen_spec.metrics)

@@ -1,290 +1,30 @@
-"""The shared trainer: every trainable component (tokenizers, generators, probes, third-party plugins)
-trains through :func:`train`, so they all get the same optimiser, schedule, checkpoints and resume.
-
-A component declares its training as a :class:`TrainingTask` (``training_task()`` on its base class);
-the core builds it, trains it (:func:`fit_component`), caches the result and traces one of its steps for
-``hitbench validate``'s memory estimate (:mod:`hitvideo_bench.memory`).
-
-Determinism: the batch order is a function of ``(seed, epoch)`` only, the global RNG is seeded
-once and saved in every checkpoint, so a run interrupted after any checkpoint and resumed ends with
-bit-identical weights on CPU. Checkpoints are written atomically (a new folder renamed over the old).
-
-Distributed: under ``torchrun`` (``torch.distributed`` initialised by :func:`init_distributed`) every
-rank takes its share of each global batch. ``train.strategy: ddp`` (the default) keeps the whole model
-and optimizer on every rank and averages gradients with
-:class:`torch.nn.parallel.DistributedDataParallel`'s reducer semantics (all-reduce of the gradients
-after backward); only rank 0 writes checkpoints. ``train.strategy: fsdp`` shards the task's
-:meth:`~TrainingTask.shard_units` over the ranks (:mod:`hitvideo_bench.sharding`) and every rank writes
-its shards of each checkpoint, which resumes at any number of ranks.
-
-Gradient accumulation: with ``train.micro_batch``, each rank's share of a step's batch is cut into
-micro-batches; the task's step runs once per micro-batch, each loss weighted by its micro-batch's share,
-and the optimizer updates once, after the last. For a loss that is a mean over the batch's items and a
-step without random draws, that is the update of the whole batch (up to float summation order).
+"""The shared trainer: every trainable component (tokenizers, generators, probes, third-party plugins) trains
+through :func:`train`, so they all get the same optimiser, schedule, checkpoints and resume (see the package
+docstring of :mod:`hitvideo_bench.training` for determinism, distribution and gradient accumulation).
 """
 
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 
-from . import sharding
-from .errors import BadInput
+from .. import sharding
+from ..errors import BadInput, ContractError
+from .batches import StepBatches, to_device
+from .contract import Execution, TrainConfig, TrainingTask, collate_videos, train_config
+from ..distributed import all_reduce_grads, barrier, broadcast_modules, is_main_process, world
 
 CHECKPOINT = "checkpoint"
-
-
-class TrainConfig(BaseModel):
-    """Optimisation settings, embedded as ``train:`` in a trainable component's config."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    steps: int = Field(200, ge=0, description="optimizer steps (per group)")
-    batch_size: int = Field(8, ge=1, description="global batch size (split over processes)")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.99)
-    warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, then cosine decay")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of lr")
-    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm per group; null = off")
-    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights; the EMA weights are kept")
-    checkpoint_every: int = Field(100, ge=1)
-    eval_every: int = Field(0, ge=0, description="call the curve evaluation every N steps; 0 = off")
-    log_every: int = Field(10, ge=1)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    grad_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
-    num_workers: int = Field(0, ge=0, description="data-loading worker processes (video decoding off the main one)")
-    strategy: Literal["ddp", "fsdp"] = Field(
-        "ddp", description="under torchrun: ddp = every process holds the whole model and optimizer state; fsdp = "
-        "each holds 1/N of them (the task's shard_units, FSDP2), with sharded checkpoints")
-    micro_batch: int | None = Field(
-        None, ge=1, description="clips per forward/backward on each process: its share of batch_size is cut into "
-        "micro-batches whose gradients add up to one update (gradient accumulation); null = the whole share at once")
-    cpu_offload: bool = Field(False, description="fsdp: keep the shards, their gradients and the optimizer state in "
-                              "CPU memory (the optimizer steps on the CPU)")
-
-    @model_validator(mode="after")
-    def _fsdp_settings(self) -> TrainConfig:
-        if self.cpu_offload and self.strategy != "fsdp":
-            raise ValueError(f"cpu_offload: true needs strategy fsdp (got strategy {self.strategy})")
-        if self.strategy == "fsdp" and self.precision == "fp16":
-            raise ValueError("precision: 'fp16' is not supported with strategy fsdp (allowed: fp32, bf16)")
-        return self
-
-
-class TrainingTask(ABC):
-    """How a component trains: what the shared trainer (:func:`train`) and the memory estimate call.
-
-    Implement :meth:`modules` and :meth:`training_step`; :attr:`data` is what the trainer iterates (a map-style
-    dataset; the default collate turns video items into ``{"video", "captions", "attrs"}``). A task built with
-    ``shapes_only`` (for the memory estimate, on a device with no memory behind it) has no data: it must not load
-    files or read data, and :meth:`example_batch` gives the batch to trace instead.
-    """
-
-    #: the map-style dataset the trainer iterates (None for a task built with ``shapes_only``)
-    data: Any = None
-
-    @abstractmethod
-    def modules(self) -> dict[str, torch.nn.Module]:
-        """What is checkpointed (and, under ``torchrun``, kept in sync across processes)."""
-
-    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
-        """One AdamW optimiser and LR schedule per group (e.g. ``"main"`` and ``"disc"``); default: every parameter
-        of :meth:`modules` in ``"main"``."""
-        return {"main": [p for module in self.modules().values() for p in module.parameters()]}
-
-    @abstractmethod
-    def training_step(self, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:
-        """Compute the losses, call ``trainer.step(loss, group)`` once per group it updates, and return the values
-        to log (tensors or floats: the trainer reads them after the step, so a step never waits for the device)."""
-
-    def collate(self, items: list[Any]) -> Any:
-        """A batch from dataset items (default: :func:`collate_videos`)."""
-        return collate_videos(items)
-
-    def example_batch(self, batch: int, shape: Any) -> Any:
-        """A batch of ``batch`` items as :meth:`training_step` gets it (random or zero tensors, made on the memory
-        estimate's device): ``shape`` is the clip shape ``(T, H, W)`` for a tokenizer, the per-layer token grids
-        ``[(t, h, w), ...]`` for a generator. Not implemented: memory not estimated."""
-        raise NotImplementedError
-
-    def trace_step(self, steps: int) -> int:
-        """The step the memory estimate traces (the costliest of ``steps``; default the last)."""
-        return max(steps - 1, 0)
-
-    def held_modules(self) -> list[torch.nn.Module]:
-        """Frozen networks the step keeps in memory beside :meth:`modules` (e.g. a perceptual-loss network)."""
-        return []
-
-    def memory_notes(self) -> tuple[int, list[str]]:
-        """Bytes held outside every module (e.g. a frozen text encoder kept out of the module tree), and notes for
-        the memory estimate."""
-        return 0, []
-
-    def summary(self) -> dict[str, Any]:
-        """What the training summary adds (e.g. which loss terms were on)."""
-        return {}
-
-    def finish(self) -> None:
-        """Called once training ends (e.g. to switch activation checkpointing off again)."""
-
-    def shard_units(self) -> list[torch.nn.Module]:
-        """The submodules ``train.strategy: fsdp`` shards, each on its own (e.g. transformer blocks, embeddings and
-        heads): a unit is gathered when it is called (``unit(...)``) and freed after, so the step must call it as a
-        module, never reach into its parameters. Parameters of :meth:`modules` outside every unit stay whole on
-        every process (keep them small). Default: each module of :meth:`modules` is one unit (the step calls it).
-        :meth:`param_groups` must list the parameters the modules hold when it is called (sharding replaces them)."""
-        return list(self.modules().values())
-
-
-# ------------------------------------------------------------------------------------------ distributed
-
-
-_local_only = 0  # depth of nested local_training() blocks
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside ``torchrun`` and inside :func:`local_training`."""
-    if not _local_only and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-@contextlib.contextmanager
-def local_training() -> Iterator[None]:
-    """Train in this process alone, with no collective calls, even under ``torchrun``: for what one
-    rank trains on its own (e.g. an evaluation probe, which only rank 0 needs) while the others wait."""
-    global _local_only
-    _local_only += 1
-    try:
-        yield
-    finally:
-        _local_only -= 1
-
-
-def is_main_process() -> bool:
-    return world()[0] == 0
-
-
-def init_distributed(device: torch.device | None = None) -> torch.device:
-    """Initialise ``torch.distributed`` when launched by ``torchrun`` (nccl on CUDA, gloo on CPU).
-
-    Returns the device this process should use (its local GPU under nccl).
-    """
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return device or default_device()
-    use_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def barrier() -> None:
-    """Wait for every process (a no-op outside ``torchrun``)."""
-    if world()[1] > 1:
-        torch.distributed.barrier()
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
-    """Average gradients over processes (one flat all-reduce, as DDP's reducer does)."""
-    _, size = world()
-    grads = [p.grad for p in params if p.grad is not None]
-    if size == 1 or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def _broadcast_modules(modules: dict[str, torch.nn.Module]) -> None:
-    """Start every rank from rank 0's weights."""
-    if world()[1] == 1:
-        return
-    for module in modules.values():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            torch.distributed.broadcast(tensor.data, src=0)
-
-
-# ------------------------------------------------------------------------------------------ data order
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """Index lists of this rank's share of the global batches ``start .. steps-1``, each share cut into
-    micro-batches of ``micro_batch`` items (one list per share without).
-
-    Step ``s`` uses epoch ``s // batches_per_epoch`` of a permutation seeded by ``(seed, epoch)``.
-    The order depends on nothing else, so a resumed run sees exactly the batches it would have seen.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, steps: int, micro_batch: int | None = None):
-        if size == 0:
-            raise BadInput("training data is empty")
-        self.size, self.seed, self.start, self.steps = size, seed, start, steps
-        self.batch_size = min(batch_size, size)
-        self.per_epoch = size // self.batch_size
-        self.rank, self.world_size = world()
-        share = len(range(self.rank, self.batch_size, self.world_size))
-        micro = min(micro_batch or share, share) or 1
-        #: share of this rank's batch in each of a step's micro-batches (the weights of their losses)
-        self.weights = [(min(i + micro, share) - i) / share for i in range(0, share, micro)] or [1.0]
-        self.micro = micro
-
-    def batch(self, step: int) -> list[int]:
-        epoch, j = divmod(step, self.per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.size, generator=g)
-        indices = perm[j * self.batch_size:(j + 1) * self.batch_size].tolist()
-        return indices[self.rank::self.world_size]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.steps):
-            indices = self.batch(step)
-            for i in range(len(self.weights)):
-                yield indices[i * self.micro:(i + 1) * self.micro]
-
-    def __len__(self) -> int:
-        return max(self.steps - self.start, 0) * len(self.weights)
-
-
-def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Default collate of dataset items ``{video, caption, attrs}``."""
-    return {"video": torch.stack([it["video"] for it in items]),
-            "captions": [it.get("caption", "") for it in items],
-            "attrs": [it.get("attrs", {}) for it in items]}
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -310,17 +50,20 @@ class Trainer:
     """Optimisers, schedules, precision, gradient accumulation, sharding and checkpoints for one task (see the module
     docstring)."""
 
-    def __init__(self, task: TrainingTask, cfg: TrainConfig, device: torch.device):
+    def __init__(self, task: TrainingTask, cfg: TrainConfig, device: torch.device, execution: Execution | None = None):
         self.task, self.config, self.device = task, cfg, torch.device(device)
+        self.execution = execution = execution or Execution()
+        execution.check(cfg, type(task).__name__)
         self.modules = task.modules()
-        _broadcast_modules(self.modules)  # every rank starts from rank 0's weights (before sharding them)
-        #: the FSDP units (``train.strategy: fsdp``); None under ddp
+        broadcast_modules(self.modules)  # every rank starts from rank 0's weights (before sharding them)
+        #: the FSDP units (``run.strategy: fsdp``); None under ddp
         self.units: list[torch.nn.Module] | None = None
         self._wrapped: list[torch.nn.Module] = []  # what FSDP wraps (the units and the modules holding them)
-        if cfg.strategy == "fsdp":
+        if execution.strategy == "fsdp":
             self.units = sharding.task_units(task, self.modules)
             if world()[1] > 1:
-                self._wrapped = sharding.shard(self.units, self.modules, cfg.precision, cfg.cpu_offload, self.device)
+                self._wrapped = sharding.shard(self.units, self.modules, cfg.precision, execution.cpu_offload,
+                                               self.device)
         self.groups = {name: [p for p in params if p.requires_grad] for name, params in task.param_groups().items()}
         self.optimizers = {name: self._optimizer(params) for name, params in self.groups.items()}
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -346,7 +89,7 @@ class Trainer:
             stale = [p for p in params if id(p) not in current]
             if stale:
                 raise BadInput(f"{type(self.task).__name__}.param_groups() lists {len(stale)} parameter(s) its modules "
-                               "no longer hold: under train.strategy fsdp it must list the parameters the modules hold "
+                               "no longer hold: under run.strategy fsdp it must list the parameters the modules hold "
                                "when it is called (sharding replaces them)")
             units = sharding.unit_parameters(self.units)
             groups = [{"params": part} for part in ([p for p in params if id(p) in units],
@@ -391,9 +134,9 @@ class Trainer:
         """Average the gradients over processes, clip, step the optimiser and the schedule of ``group``."""
         opt, scaler, params = self.optimizers[group], self.scalers[group], self.groups[group]
         if self.units is None:
-            _all_reduce_grads(params)
+            all_reduce_grads(params)
         else:  # the units' gradients were reduce-scattered in backward
-            _all_reduce_grads([p for p in params if not sharding.is_sharded(p)])
+            all_reduce_grads([p for p in params if not sharding.is_sharded(p)])
         if self.config.grad_clip:
             scaler.unscale_(opt)
             self.grad_norms[group] = (
@@ -483,9 +226,9 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save` (under fsdp at any number of processes); returns its
         ``extra`` dict."""
         folder = Path(folder)
-        found, strategy = sharding.checkpoint_format(folder), self.config.strategy
+        found, strategy = sharding.checkpoint_format(folder), self.execution.strategy
         if found != strategy:
-            raise BadInput(f"{folder}: a checkpoint of train.strategy {found}, but this run has train.strategy "
+            raise BadInput(f"{folder}: a checkpoint of run.strategy {found}, but this run has run.strategy "
                            f"{strategy}: resume with strategy {found}, or delete the folder to start over")
         state = torch.load(folder / sharding.TRAINER_STATE, weights_only=True, map_location="cpu")
         if self.units is None:
@@ -537,8 +280,10 @@ def _recover(folder: Path) -> None:
 
 def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, *, workdir: Path,
           device: torch.device | str, seed: int, progress: bool = True,
-          eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
-    """Train ``task`` for ``cfg.steps`` steps on ``data``; resume from ``workdir`` if it holds a checkpoint.
+          eval_fn: Callable[[int], dict[str, float]] | None = None,
+          execution: Execution | None = None) -> dict[str, Any]:
+    """Train ``task`` for ``cfg.steps`` steps on ``data``, executed as ``execution`` says (default: one process, the
+    task's own checkpoint and log cadence); resume from ``workdir`` if it holds a checkpoint.
 
     Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "precision",
     "resumed_from_step"}`` (None when it started from scratch); a resume is also said on stderr, which is the
@@ -553,7 +298,10 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         _recover(ckpt)
     barrier()  # every rank sees the recovered folder
     torch.manual_seed(seed)
-    trainer = Trainer(task, cfg, device)
+    execution = execution or Execution()
+    trainer = Trainer(task, cfg, device, execution)
+    checkpoint_every = execution.checkpoint_every or task.checkpoint_every
+    log_every = execution.log_every or task.log_every
     extra: dict[str, Any] = {"losses": [], "curve": [], "seconds": 0.0}
     resumed = None
     if sharding.checkpoint_format(ckpt) is not None:
@@ -563,13 +311,15 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     if resumed is not None and is_main_process():
         print(f"hitbench: resuming training from the checkpoint at step {start} of {cfg.steps} ({ckpt})",
               file=sys.stderr, flush=True)
-    sampler = StepBatches(len(data), cfg.batch_size, seed, start, cfg.steps, cfg.micro_batch)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers,
+    sampler = StepBatches(len(data), cfg.batch_size, seed, start, cfg.steps, execution.micro_batch)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=execution.num_workers,
                                          collate_fn=getattr(task, "collate", collate_videos),
                                          generator=torch.Generator().manual_seed(seed))  # not the global RNG
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
                disable=not progress or not is_main_process(), leave=False)
     window: dict[str, list[float]] = {}
+    if execution.grad_checkpointing:
+        _checkpoint_activations(task, True)
     began = time.perf_counter()
     for module in trainer.modules.values():
         module.train()
@@ -587,7 +337,7 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         for k, v in logs.items():
             window.setdefault(k, []).append(v)
         done = trainer.step_count
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done % log_every == 0 or done == cfg.steps:
             means = {k: sum(v) / len(v) for k, v in window.items()}
             extra["losses"].append({"step": done, **means})
             bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
@@ -595,19 +345,21 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         if eval_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
             extra["curve"].append({"step": done, **eval_fn(done)})
         bar.update(1)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if done % checkpoint_every == 0 or done == cfg.steps:
             extra["seconds"] += time.perf_counter() - began
             began = time.perf_counter()
             trainer.save(ckpt, extra)
     bar.close()
     trainer.apply_ema()
     trainer.release()
+    if execution.grad_checkpointing:
+        task.checkpoint_activations(False)
     for module in trainer.modules.values():
         module.eval()
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
-            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": cfg.strategy,
-            "micro_batch": cfg.micro_batch, "resumed_from_step": resumed}
+            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": execution.strategy,
+            "micro_batch": execution.micro_batch, "resumed_from_step": resumed}
 
 
 def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:
@@ -618,20 +370,42 @@ def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) 
     except RuntimeError as exc:
         if trainer.units is None or "DTensor" not in str(exc):
             raise
-        raise BadInput(f"train.strategy fsdp: {type(task).__name__}'s step used a sharded parameter outside a call "
+        raise BadInput(f"run.strategy fsdp: {type(task).__name__}'s step used a sharded parameter outside a call "
                        "of its unit: its shard_units() must be modules the step calls (unit(...)), and a parameter "
                        f"used directly (e.g. module.weight) must lie outside every unit ({exc})") from exc
 
 
-def fit_component(component: Any, data: Any, *, workdir: Path, device: torch.device | str, seed: int,
-                  progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:
-    """Train a tokenizer or generator through the task its ``training_task(data, device)`` returns, with its config's
-    ``train`` settings; resumable from ``workdir``. Returns :func:`train`'s summary plus the task's own."""
-    device = torch.device(device)
-    task = component.training_task(data, device)
+def _checkpoint_activations(task: TrainingTask, on: bool) -> None:
+    try:
+        task.checkpoint_activations(on)
+    except NotImplementedError:
+        raise ContractError(f"{type(task).__name__} does not implement checkpoint_activations(): "
+                            "run.grad_checkpointing cannot apply to it; set run.grad_checkpointing: false") from None
+
+
+def training_task(component: Any, data: Any, device: torch.device, *, shapes_only: bool = False) -> TrainingTask:
+    """``component.training_task(data, device)``, checked: a task that is None or not a :class:`TrainingTask` is a
+    contract error naming the component."""
+    name = type(component).__name__
+    task = component.training_task(data, device, shapes_only=shapes_only) if shapes_only else \
+        component.training_task(data, device)
     if task is None:
-        raise BadInput(f"{type(component).__name__} is not trainable (its training_task() returns None)")
-    summary = train(task, task.data, component.config.train, workdir=workdir, device=device, seed=seed,
-                    progress=progress, eval_fn=eval_fn)
+        raise ContractError(f"{name} is not trainable (its training_task() returns None)")
+    if not isinstance(task, TrainingTask):
+        raise ContractError(f"{name}.training_task() returned a {type(task).__name__}, not a TrainingTask: subclass "
+                            "hitvideo_bench.api.TrainingTask (docs/plugins.md)")
+    return task
+
+
+def fit_component(component: Any, data: Any, *, workdir: Path, device: torch.device | str, seed: int,
+                  progress: bool = True, eval_fn: Callable[[int], dict[str, float]] | None = None,
+                  execution: Execution | None = None) -> dict[str, Any]:
+    """Train a tokenizer or generator through the task its ``training_task(data, device)`` returns, with the
+    :class:`TrainConfig` its class declares (``train_settings``), executed as ``execution`` says; resumable from
+    ``workdir``. Returns :func:`train`'s summary plus the task's own."""
+    device = torch.device(device)
+    task = training_task(component, data, device)
+    summary = train(task, task.data, train_config(type(component), component.config), workdir=workdir, device=device,
+                    seed=seed, progress=progress, eval_fn=eval_fn, execution=execution)
     task.finish()
     return {**summary, **task.summary()}

@@ -56,7 +56,7 @@ def hitbench_register_components(catalog: Catalog) -> None:
                         description="8x8x8 FSQ tokenizer", version="1")
 
     The target (a class, or a ``"module:attr"`` string loaded lazily) must be a subclass of the
-    base class of its kind in :mod:`hitvideo_bench.components` and carry a ``Config`` class.
+    base class of its kind in :mod:`hitvideo_bench.api` and carry a ``Config`` class.
     Registering a name that another plugin already registered for the same kind is an error that
     names both plugins.
     """

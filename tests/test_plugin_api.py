@@ -129,3 +129,14 @@ def test_a_broken_contract_stops_with_exit_2_naming_the_plugin_and_the_component
     if case != "hook-raises":
         assert "tokenizer 'broken'" in err, err
     assert __import__("re").search(BROKEN[case][1], err), err
+
+
+def test_validate_says_a_component_that_trains_through_its_own_fit_is_trained_not_untrainable(tmp_path, capsys):
+    """Kills: validate calling a component "not trainable" when it trains through its own fit() (run trains it)."""
+    recipe = tmp_path / "fit.yaml"
+    recipe.write_text(RECIPE.replace("  it: {tokenizer: {name: TOKENIZER}}",
+                                     "  it: {tokenizer: {name: fixture-pool}, generator: {name: fixture-unigram}}"))
+    assert main(["-p", "hitbench_fixture_plugin", "validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "FixtureUnigramGenerator trains through its own fit(), not the shared trainer" in out, out
+    assert "not trainable" not in out

@@ -18,7 +18,7 @@ from ..components import Generator, Tokenizer, overrides
 from ..errors import BadInput, ContractError, HitbenchError
 from ..manager import get_catalog
 from ..training import Execution, train_config
-from ..training.trainer import training_task
+from ..training.trainer import checked_task
 from .fake import FakeDevice, NotEstimated, nbytes_of
 
 GIB = 2 ** 30
@@ -314,10 +314,13 @@ def _shapes_only_task(component: Any, device: torch.device) -> Any:
     naming it."""
     name = type(component).__name__
     try:
-        return training_task(component, None, device, shapes_only=True)
+        task = component.training_task(None, device, shapes_only=True)
     except (TypeError, AttributeError) as exc:
         raise ContractError(f"{name}.training_task(None, device, shapes_only=True) failed ({type(exc).__name__}: "
                             f"{exc}): a shapes_only task is built without data for the memory estimate, so it must "
                             "not read data; give its shapes through example_batch() (docs/plugins.md)") from exc
+    if task is None:
+        raise NotEstimated(f"{name} is not trainable (its training_task() returns None)")
+    return checked_task(component, task)
 
 

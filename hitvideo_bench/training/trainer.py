@@ -383,14 +383,18 @@ def _checkpoint_activations(task: TrainingTask, on: bool) -> None:
                             "run.grad_checkpointing cannot apply to it; set run.grad_checkpointing: false") from None
 
 
-def training_task(component: Any, data: Any, device: torch.device, *, shapes_only: bool = False) -> TrainingTask:
-    """``component.training_task(data, device)``, checked: a task that is None or not a :class:`TrainingTask` is a
-    contract error naming the component."""
-    name = type(component).__name__
-    task = component.training_task(data, device, shapes_only=shapes_only) if shapes_only else \
-        component.training_task(data, device)
+def training_task(component: Any, data: Any, device: torch.device) -> TrainingTask:
+    """``component.training_task(data, device)``, checked (:func:`checked_task`)."""
+    task = component.training_task(data, device)
     if task is None:
-        raise ContractError(f"{name} is not trainable (its training_task() returns None)")
+        raise ContractError(f"{type(component).__name__} is not trainable (its training_task() returns None)")
+    return checked_task(component, task)
+
+
+def checked_task(component: Any, task: Any) -> TrainingTask:
+    """``task``, which ``component.training_task()`` returned; one that is not a :class:`TrainingTask` is a contract
+    error naming the component."""
+    name = type(component).__name__
     if not isinstance(task, TrainingTask):
         raise ContractError(f"{name}.training_task() returned a {type(task).__name__}, not a TrainingTask: subclass "
                             "hitvideo_bench.api.TrainingTask (docs/plugins.md)")

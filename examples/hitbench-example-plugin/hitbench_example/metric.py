@@ -3,7 +3,7 @@
 Each 1 x 4 x 4 patch of a frame is projected to 16 features by a fixed matrix read from a weights file
 (``example-projection``, declared in ``plugin.py`` through ``hitbench_register_weights``); the value is
 the mean L2 distance between the features of ``pred`` and ``target`` patches. The file is looked up with
-:func:`hitvideo_bench.weights.find`: when it is missing the constructor raises ``WeightsUnavailable`` and
+:func:`hitvideo_bench.api.find_weights`: when it is missing the constructor raises ``WeightsUnavailable`` and
 the table reads ``unavailable: <how to get it>``, never a number from made-up weights.
 """
 

@@ -2,7 +2,7 @@
 TokenBench does. Frames are scaled to [-1, 1], scored frame by frame in batches and averaged over frames.
 
 The ``lpips`` package would fetch the torchvision backbone from the network when it is not cached;
-here the backbone file is looked up in the torch hub cache first (:func:`hitvideo_bench.weights.find`),
+here the backbone file is looked up in the torch hub cache first (:func:`hitvideo_bench.api.find_weights`),
 the network is built with a random trunk (``pnet_rand=True``, nothing downloaded) and the trunk's
 weights are then loaded from that file. Missing file -> :class:`WeightsUnavailable`, never a number
 from random weights.

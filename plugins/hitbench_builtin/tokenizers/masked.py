@@ -15,7 +15,7 @@ frame, which after filling frame by frame is the last kept one), ``zero`` (a zer
 under its own fill (``learned`` trains its embedding too), the base otherwise frozen; ``fill_train_steps`` is
 reported with the results.
 
-The base tokenizer must implement the latent hooks of :class:`hitvideo_bench.components.Tokenizer`
+The base tokenizer must implement the latent hooks of :class:`hitvideo_bench.api.Tokenizer`
 (``tokens_to_latents``, ``decode_latents``; ``decoder_parameters`` for ``finetune_decoder``), whatever its latents'
 width: the learned fill has one entry per channel of the masked layer's latent (``latent_channels()``).
 """

@@ -13,7 +13,7 @@ It learns from its own deterministic sample of ``train_clips`` synthetic-shapes 
 random stream, rendered at the clip shape being evaluated, so far more clips than a recipe's train split
 and never a val/test clip), with label-preserving augmentation (time reversal swaps left/right and
 up/down, a horizontal flip swaps left/right), through the suite's shared trainer
-(:func:`hitvideo_bench.training.train`: deterministic order, checkpoints, resume). It is cached by the hash
+(:func:`hitvideo_bench.api.train`: deterministic order, checkpoints, resume). It is cached by the hash
 of its config, clip shape and data like any trained component, so it trains once.
 
 - ``probe-fd``: Fréchet distance of the probe's penultimate features between ``pred`` and real clips

@@ -41,7 +41,7 @@ class _ProbeData(torch.utils.data.Dataset):
 
 
 class _ProbeTask(TrainingTask):
-    """The probe's training task for :func:`hitvideo_bench.training.train`: one cross-entropy per
+    """The probe's training task for :func:`hitvideo_bench.api.train`: one cross-entropy per
     attribute head, summed, with random time reversal and horizontal flips (labels remapped)."""
 
     checkpoint_every, log_every = 100, 50

@@ -55,7 +55,7 @@ def frozen(params):
 
 
 class TokenizerTask(TrainingTask):
-    """Training of a HiTVideo tokenizer through the shared trainer (see hitvideo_bench.training).
+    """Training of a HiTVideo tokenizer through the shared trainer (see hitvideo_bench.api.train).
 
     Progressive, as the paper trains it: the first steps decode from the coarsest layer alone, then from the
     two coarsest, and so on (``progressive``), the encoder and decoder learning throughout. Each step with

@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(grids) != len(sizes) or any(len(g) != 3 for g in grids):
         raise SystemExit("--grids and --codebooks need one TxHxW grid and one size per layer")
     torch.manual_seed(0)
-    config = ARLlamaConfig.from_preset(args.preset, {"grid_shapes": grids})
-    gen = ARLlamaGenerator(config, SimpleNamespace(codebook_sizes=list(sizes))).to(device).eval()
+    config = ARLlamaConfig.from_preset(args.preset)
+    tokens_of = SimpleNamespace(codebook_sizes=list(sizes), token_grid_shapes=lambda t, h, w: grids)  # as it sees them
+    gen = ARLlamaGenerator(config, tokens_of, clip_shape=(0, 0, 0)).to(device).eval()
     n_tokens = sum(math.prod(g) for g in grids)
     prompts = [f"a big red circle moves left on a blue background {i}" for i in range(args.batch)]
     params = sum(p.numel() for p in gen.parameters())

@@ -29,8 +29,8 @@ CODEBOOKS = [4096, 1024, 256, 64]
 
 
 def ours(batch: int):
-    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny", {"grid_shapes": GRIDS}),
-                           SimpleNamespace(codebook_sizes=CODEBOOKS))
+    tokens_of = SimpleNamespace(codebook_sizes=CODEBOOKS, token_grid_shapes=lambda t, h, w: GRIDS)  # as it sees them
+    gen = ARLlamaGenerator(ARLlamaConfig.from_preset("tiny"), tokens_of, clip_shape=(16, 64, 64))
     task = gen.training_task(None, torch.device("cpu"), shapes_only=True)
     example = task.example_batch(batch, GRIDS)
     example["tokens"] = torch.cat([torch.randint(0, s, (batch, n)) for s, n in

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .components import KINDS, BenchMetric, Codec, ComponentConfig, Generator, Tokenizer, VideoDataset, overrides
 from .errors import BadInput, ContractError, Problem, did_you_mean
@@ -157,22 +157,26 @@ class Catalog:
         cls = self.get(kind, name).load()
         config = config.model_copy(deep=True)
         if kind == "tokenizer" and cls.wraps and "base" not in dependencies:
-            dependencies["base"] = self.wrapped_base(cls, config)
+            base = self.wrapped_base(cls, config)
+            if base is not None:
+                dependencies["base"] = base
         return cls(config, **dependencies)
 
-    def wrapped_base(self, cls: type, config: ComponentConfig) -> Tokenizer:
-        """A new (untrained) instance of the tokenizer that a tokenizer of class ``cls`` with ``config`` wraps."""
+    def wrapped_base(self, cls: type, config: ComponentConfig) -> Tokenizer | None:
+        """A new (untrained) instance of the tokenizer that a tokenizer of class ``cls`` with ``config`` wraps (None:
+        its ``wraps`` field is empty)."""
         inner = self._wrapped(cls, config.preset, config.model_dump(mode="json", exclude={"preset"}))
-        return self.create("tokenizer", inner[0], preset=inner[1], overrides=inner[2])
+        return None if inner is None else self.create("tokenizer", inner[0], preset=inner[1], overrides=inner[2])
 
     def wrapped_ref(self, name: str, preset: str, config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
         """The tokenizer that tokenizer ``name`` with ``config`` wraps (the config field its class declares as
         ``wraps``), as ``(name, preset, resolved config)``, exactly as a variant naming it directly resolves it (so
         both share one cache entry); None when it wraps nothing. The one place the core reads a wrapper's field."""
-        return self._wrapped(self.get("tokenizer", name).load(), preset, config)
+        return self._wrapped(self.get("tokenizer", name).load(), preset, config, name)
 
-    def _wrapped(self, cls: type, preset: str, config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-        name, field_name = cls.__name__, cls.wraps
+    def _wrapped(self, cls: type, preset: str, config: Mapping[str, Any],
+                 name: str | None = None) -> tuple[str, str, dict[str, Any]] | None:
+        name, field_name = name or cls.__name__, cls.wraps
         ref = config.get(field_name) if field_name else None
         if ref is None:
             return None
@@ -193,7 +197,8 @@ def validation_problems(exc: ValidationError, prefix: str = "", model: type | No
         path = ".".join(str(p) for p in err["loc"])
         full = f"{prefix}.{path}" if prefix and path else (prefix or path)
         msg = err["msg"]
-        if err["type"] == "extra_forbidden" and err["loc"][-1] in EXECUTION_FIELDS and len(err["loc"]) > 1:
+        if err["type"] == "extra_forbidden" and err["loc"][-1] in EXECUTION_FIELDS and _is_train_settings(model,
+                                                                                                      err["loc"][:-1]):
             msg = (f"an execution setting, not part of a component since contract version 2: set it for the run "
                    f"in the recipe's run: section (run.{err['loc'][-1]}), see docs/plugins.md")
         elif err["type"] == "extra_forbidden" and model is not None:
@@ -207,23 +212,33 @@ def validation_problems(exc: ValidationError, prefix: str = "", model: type | No
     return problems
 
 
+def _is_train_settings(model: type | None, loc: tuple) -> bool:
+    """Whether the (nested) model at ``loc`` of ``model`` is a :class:`TrainConfig`."""
+    current = _model_at(model, loc) if model is not None else None
+    return isinstance(current, type) and issubclass(current, TrainConfig)
+
+
 def _allowed_fields(model: type, loc: tuple) -> list[str]:
     """Field names of the (nested) pydantic model at ``loc``."""
-    from pydantic import BaseModel
+    current = _model_at(model, loc)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [n for n in current.model_fields]
+    return []
 
+
+def _model_at(model: type, loc: tuple) -> Any:
+    """The (nested) pydantic model, or annotation, at ``loc`` of ``model``."""
     current = model
     for part in loc:
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
             continue
         fld = current.model_fields.get(part)
         if fld is None:
-            return []
+            return None
         ann = fld.annotation
         current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
                         and issubclass(a, BaseModel)), ann)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [n for n in current.model_fields]
-    return []
+    return current
 
 
 def contract_problems(cls: type) -> list[str]:
@@ -241,13 +256,15 @@ def contract_problems(cls: type) -> list[str]:
         if field_name is None and overrides(cls, base, "training_task"):
             problems.append(f"{cls.__name__} implements training_task() but does not declare train_settings (the "
                             "name of its config's TrainConfig field, e.g. train_settings = 'train')")
-        if overrides(cls, base, "fit") and "execution" not in inspect.signature(cls.fit).parameters and not any(
-                p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.fit).parameters.values()):
+        if overrides(cls, base, "fit") and not _accepts(cls.fit, "execution"):
             problems.append(f"{cls.__name__}.fit() takes no execution argument (the run's execution settings, "
                             "contract version 2): add execution=None to its signature")
         if field_name is not None and not _is_train_config(config, field_name):
             problems.append(f"{cls.__name__}.train_settings = {field_name!r}, but {config.__name__} has no "
                             f"TrainConfig field {field_name!r}")
+    if issubclass(cls, Generator) and not _accepts(cls.__init__, "clip_shape"):
+        problems.append(f"{cls.__name__}.__init__ takes no clip_shape (contract version 2: a generator is built as "
+                        "cls(config, tokenizer=..., clip_shape=(T, H, W)) and passes both to Generator.__init__)")
     if issubclass(cls, Tokenizer):
         if cls.wraps is not None and cls.wraps not in config.model_fields:
             problems.append(f"{cls.__name__}.wraps = {cls.wraps!r}, but {config.__name__} has no field {cls.wraps!r}")
@@ -263,3 +280,9 @@ def contract_problems(cls: type) -> list[str]:
 def _is_train_config(config: type[ComponentConfig], field_name: str) -> bool:
     fld = config.model_fields.get(field_name)
     return fld is not None and isinstance(fld.annotation, type) and issubclass(fld.annotation, TrainConfig)
+
+
+def _accepts(function: Any, argument: str) -> bool:
+    """Whether ``function`` takes a keyword ``argument`` (by name, or through ``**kwargs``)."""
+    parameters = inspect.signature(function).parameters.values()
+    return any(p.name == argument or p.kind is p.VAR_KEYWORD for p in parameters)

@@ -59,22 +59,30 @@ class _Hooks:
         caller = getattr(self._pm.hook, hook)
 
         def call(**kwargs: Any) -> list[Any]:
-            results = []
-            for impl in reversed(caller.get_hookimpls()):  # pluggy calls the last registered first
-                try:
-                    result = impl.function(**{k: kwargs[k] for k in impl.argnames})
-                except BadInput as exc:
-                    raise type(exc)([Problem(f"plugin {impl.plugin_name}, hook {hook}: {p.message}", p.file, p.line,
-                                             p.field) for p in exc.problems]) from exc
-                except Exception as exc:
-                    raise ContractError(f"plugin {impl.plugin_name}: its hook {hook} raised {type(exc).__name__}: "
-                                        f"{exc} (fix the plugin, or leave it out with -p no:{impl.plugin_name})") \
-                        from exc
-                if result is not None:
-                    results.append(result)
-            return results
+            try:
+                return caller(**kwargs)  # pluggy's own call: wrappers, order and arguments as pluggy does them
+            except Exception as exc:
+                impl = _culprit(caller, exc)
+                if impl is None:  # raised by pluggy or the core, not inside a plugin's implementation
+                    raise
+                name = impl.plugin_name
+                if isinstance(exc, BadInput):
+                    raise BadInput([Problem(f"plugin {name}, hook {hook}: {p.message}", p.file, p.line, p.field)
+                                    for p in exc.problems]) from exc
+                raise ContractError(f"plugin {name}: its hook {hook} raised {type(exc).__name__}: {exc} (fix the "
+                                    f"plugin, or leave it out with -p no:{name})") from exc
 
         return call
+
+
+def _culprit(caller: Any, exc: BaseException) -> Any:
+    """The hook implementation in whose code ``exc`` was raised (the innermost on its traceback), or None."""
+    impls = {impl.function.__code__: impl for impl in caller.get_hookimpls()}
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        found = impls.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
 
 
 def _parse_plugin_args(args: Sequence[str]) -> tuple[list[str], set[str]]:

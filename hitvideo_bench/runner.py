@@ -253,11 +253,12 @@ def component_identity(variant: ResolvedVariant, catalog: Catalog) -> dict[str, 
             continue
         add(fld, kind, ref.name)
         inner, where = (ref.name, ref.preset, ref.config), fld
-        while kind == "tokenizer":  # a wrapper's base, and its base
+        while kind == "tokenizer":  # what a wrapper wraps, by the field it declares (masked: tokenizer.base), and so on
+            wrapper = inner[0]
             inner = catalog.wrapped_ref(*inner)
             if inner is None:
                 break
-            where += ".base"
+            where += f".{catalog.get('tokenizer', wrapper).load().wraps}"
             add(where, "tokenizer", inner[0])
     ev = spec.evaluate
     for name in dict.fromkeys([*ev.reconstruction, *ev.curve, *(ev.generation.metrics if ev.generation else [])]):

@@ -7,7 +7,7 @@ the path of a weight that is on disk or raises :class:`WeightsUnavailable` with 
 (``hitbench weights --download NAME``, or the URL and ``hitbench weights --import FILE`` for an
 offline machine). :func:`import_file` takes a file (or, for a Hugging Face model, a folder) downloaded
 elsewhere, identifies it, verifies its checksum where one is published (else the declaration's own
-``check``) and copies it atomically to where :func:`find` looks. :func:`download` is the one thing
+``check``) and copies it atomically to where :func:`find` looks. :func:`.download.download` is the one thing
 that goes online, and only when a user asks (``hitbench weights --download``): see :mod:`.download`.
 :func:`format_table` is what ``hitbench weights`` prints. See docs/weights.md.
 

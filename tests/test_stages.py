@@ -231,6 +231,13 @@ def test_execution_settings_reuse_a_component_and_its_method_retrains_it(recipe,
     assert steps[0] != ddp[0] and steps[1] != ddp[1]
 
 
+def test_a_method_the_run_cannot_execute_is_refused_when_the_recipe_is_loaded(recipe):
+    """Kills: fp16 under run.strategy fsdp accepted by validate and failing only once that training starts."""
+    with pytest.raises(BadInput, match=r"variants.pool.tokenizer.config.train.precision: .*precision fp16 is not "
+                                       r"supported with run.strategy fsdp"):
+        load_recipe(recipe, ["run.strategy=fsdp", "variants.pool.tokenizer.config.train.precision=fp16"])
+
+
 def test_an_execution_setting_in_a_component_config_points_to_the_run_section(recipe):
     """Kills: accepting (or silently dropping) train.strategy in a component config after it moved to ``run:``."""
     with pytest.raises(BadInput, match=r"variants.pool.tokenizer.config.train.strategy: an execution setting.*"

@@ -149,15 +149,18 @@ class TrainingTrace:
         self.fake = FakeDevice(device)
         with self.fake.build():
             if issubclass(cls, Tokenizer) and cls.wraps and "base" not in dependencies:
-                dependencies["base"] = get_catalog().wrapped_base(cls, config)
+                base = get_catalog().wrapped_base(cls, config)
+                if base is not None:
+                    dependencies["base"] = base
             component = cls(config, **dependencies)
             task = _shapes_only_task(component, self.fake.device)
+            unable = False
             if execution.grad_checkpointing:
                 try:
                     task.checkpoint_activations(True)
-                except NotImplementedError:
-                    raise NotEstimated(f"{cls.__name__}'s training task does not implement checkpoint_activations(), "
-                                       "which run.grad_checkpointing needs") from None
+                except NotImplementedError:  # the run trains it without (as the trainer does)
+                    unable = True
+                    self.execution = execution.model_copy(update={"grad_checkpointing": False})
         self.task, self.index = task, task.trace_step(train.steps)
         self._example(1)  # a task may set itself up for its shapes there (before memory_notes)
         groups = task.param_groups()
@@ -176,6 +179,8 @@ class TrainingTrace:
         self.units = units
         self.extra, task_notes = task.memory_notes()
         self.notes: list[str] = []
+        if unable:
+            self.notes.append("without activation checkpointing: its task does not implement checkpoint_activations()")
         if len(self.modules) > 1:
             self.notes.append("trained beside it: " + ", ".join(
                 f"{name} ({format_count(sum(p.numel() for p in m.parameters()))} parameters)"

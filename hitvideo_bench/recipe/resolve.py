@@ -183,6 +183,7 @@ def _resolve_variant(name: str, origin: str, merged: dict[str, Any], recipe: Rec
             continue
         ref.config = cfg.model_dump(mode="json", exclude={"preset"})
         rv.configs[fld] = cfg
+        _check_execution(recipe, catalog.get(kind, ref.name).load(), cfg, f"{where}.config", locate, problems)
     _check_metrics(rv, catalog, locate, prefix, problems)
     if check_shapes and len(problems) == n_before:
         _check_shapes(rv, catalog, locate, prefix, problems)
@@ -248,6 +249,18 @@ def _check_metrics(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, p
     if (ev.layers or ev.curve) and rv.spec.tokenizer is None:
         path = f"{prefix}.evaluate.{'layers' if ev.layers else 'curve'}"
         problems.append(Problem("needs a tokenizer (codecs have no layers and no training)", *locate(path), path))
+
+
+def _check_execution(recipe: Recipe, cls: type, config: Any, where: str, locate, problems: list[Problem]) -> None:
+    """Refuse a component whose training method cannot run as the recipe's ``run:`` says (e.g. fp16 under fsdp)."""
+    field_name = getattr(cls, "train_settings", None)
+    if not field_name or getattr(config, field_name, None) is None:
+        return
+    try:
+        recipe.run.check(getattr(config, field_name), cls.__name__)
+    except BadInput as exc:
+        path = f"{where}.{field_name}.precision"
+        problems.extend(Problem(p.message, *locate(path), path) for p in exc.problems)
 
 
 def _check_shapes(rv: ResolvedVariant, catalog: Catalog, locate, prefix: str, problems: list[Problem]) -> None:

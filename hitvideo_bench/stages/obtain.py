@@ -3,6 +3,7 @@ tokenizer a wrapper wraps, a generator on the tokenized train split)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ..components import Generator, Tokenizer, VideoDataset, overrides
 from ..io import read_json, write_json
 from ..recipe import ComponentRef
 from ..tokens import TokenPyramid
-from ..training import is_main_process
+from ..training import is_main_process, world
 from .context import RunContext, clip_batches
 
 # ------------------------------------------------------------------------------------------- tokenizers
@@ -43,7 +44,21 @@ def cached_component(ctx: RunContext, key: str, kind: str, name: str, folder: Pa
         folder, load=load, train=train, save=lambda c, path: save_pretrained(c, path, kind, name),
         use_cache=ctx.use_cache)
     ctx.summary[key] = {"cached": str(folder), **({"trained_now": True} if trained else {}), **summary}
+    if not trained:
+        _note_other_execution(ctx, key, summary)
     return component.eval()
+
+
+def _note_other_execution(ctx: RunContext, key: str, summary: dict[str, Any]) -> None:
+    """Say when a cached component was trained under other execution settings than this run's: its weights are the
+    same up to float summation order for steps without random draws, not for steps that draw (dropout)."""
+    now = {"strategy": ctx.execution.strategy, "micro_batch": ctx.execution.micro_batch, "processes": world()[1]}
+    then = {k: summary[k] for k in now if k in summary}
+    if then and then != {k: now[k] for k in then}:
+        ctx.summary[key]["execution_now"] = now
+        if is_main_process():
+            print(f"hitbench: note: the cached {key} was trained under {then}, this run executes under {now}; reused "
+                  "(execution settings are not part of a component's identity)", file=sys.stderr, flush=True)
 
 
 def obtain_tokenizer(ctx: RunContext, train_ds: VideoDataset,

@@ -318,8 +318,7 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
                disable=not progress or not is_main_process(), leave=False)
     window: dict[str, list[float]] = {}
-    if execution.grad_checkpointing:
-        _checkpoint_activations(task, True)
+    checkpointing = execution.grad_checkpointing and _checkpoint_activations(task)
     began = time.perf_counter()
     for module in trainer.modules.values():
         module.train()
@@ -352,14 +351,14 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     bar.close()
     trainer.apply_ema()
     trainer.release()
-    if execution.grad_checkpointing:
+    if checkpointing:
         task.checkpoint_activations(False)
     for module in trainer.modules.values():
         module.eval()
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
             "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": execution.strategy,
-            "micro_batch": execution.micro_batch, "resumed_from_step": resumed}
+            "micro_batch": execution.micro_batch, "grad_checkpointing": checkpointing, "resumed_from_step": resumed}
 
 
 def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:
@@ -375,12 +374,17 @@ def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) 
                        f"used directly (e.g. module.weight) must lie outside every unit ({exc})") from exc
 
 
-def _checkpoint_activations(task: TrainingTask, on: bool) -> None:
+def _checkpoint_activations(task: TrainingTask) -> bool:
+    """Switch activation checkpointing on (``run.grad_checkpointing``); a task without the ability trains without it,
+    said on stderr (the setting applies to every training of a run, and some tasks have little to recompute)."""
     try:
-        task.checkpoint_activations(on)
+        task.checkpoint_activations(True)
     except NotImplementedError:
-        raise ContractError(f"{type(task).__name__} does not implement checkpoint_activations(): "
-                            "run.grad_checkpointing cannot apply to it; set run.grad_checkpointing: false") from None
+        if is_main_process():
+            print(f"hitbench: {type(task).__name__} does not implement checkpoint_activations(): it trains without "
+                  "activation checkpointing (run.grad_checkpointing)", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def training_task(component: Any, data: Any, device: torch.device) -> TrainingTask:

@@ -63,14 +63,14 @@ class TokenizerTask(TrainingTask):
     (``coarse_weight``), so that every ``k`` stays a trained reconstruction once all layers are in.
     """
 
-    #: its own checkpoint and log cadence (the run's ``checkpoint_every`` / ``log_every`` override them)
-    checkpoint_every = 500
-    log_every = 100
+    #: its own checkpoint and log cadence per preset, ``(checkpoint_every, log_every)`` (the run's override them)
+    CADENCE = {"tiny": (500, 100), "small": (1000, 50), "paper": (2000, 100)}
 
     def __init__(self, tokenizer: HiTVideoTokenizer, data, device, shapes_only: bool = False):
         self.tok = tokenizer
         self.data = data
         cfg = tokenizer.config
+        self.checkpoint_every, self.log_every = self.CADENCE[cfg.preset]
         self.steps = cfg.train.steps
         self.lpips, self.perceptual_status = (None, "off: weight 0")
         if cfg.loss.perceptual > 0 and shapes_only:  # the memory estimate: LPIPS's shapes, whether or not on disk

@@ -9,6 +9,8 @@ Public API (stable)::
     gen = hb.create_generator("ar-llama", tok, clip_shape=ds.clip_shape, preset="paper")
     m = hb.create_metric("psnr"); m.update(pred=pred, target=target); m.compute()
     df = hb.load_results("results/reconstruction/<run-id>")
+
+A plugin imports :mod:`hitvideo_bench.api` alone (docs/plugins.md).
 """
 
 from __future__ import annotations

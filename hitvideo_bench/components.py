@@ -99,6 +99,8 @@ class VideoDataset(torch.utils.data.Dataset, ABC):
 
     @property
     def fps(self) -> float:
+        """Frames per second of the clips (the runner writes the sample sheets of generated clips at it): the
+        config's ``fps`` field if it has one, else 8 (the paper's)."""
         return float(getattr(self.config, "fps", 8.0))
 
     def identity(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import types
 from pathlib import Path
@@ -69,7 +70,6 @@ class Broken(FixturePoolTokenizer):
     "missing-method": ("""
 class Broken(FixturePoolTokenizer):
     pass
-del FixturePoolTokenizer  # keep the module's namespace small
 Broken.decode = Tokenizer.decode
 Broken.__abstractmethods__ = frozenset({"decode"})
 """, r"Broken does not implement decode"),
@@ -100,8 +100,9 @@ def broken_plugin(case: str, monkeypatch) -> str:
     source, _ = BROKEN[case]
     name = f"broken_{case.replace('-', '_')}"
     module = types.ModuleType(name)
-    module.__dict__.update(vars(__import__("hitbench_fixture_plugin")))
-    module.__dict__.update({"Tokenizer": api.Tokenizer, "hookimpl": api.hookimpl})
+    fixture = __import__("hitbench_fixture_plugin")
+    module.__dict__.update({"FixturePoolTokenizer": fixture.FixturePoolTokenizer, "Tokenizer": api.Tokenizer,
+                            "hookimpl": api.hookimpl})
     exec(source + """
 @hookimpl
 def hitbench_register_components(catalog):
@@ -128,7 +129,7 @@ def test_a_broken_contract_stops_with_exit_2_naming_the_plugin_and_the_component
     assert f"plugin {plugin}" in err, err
     if case != "hook-raises":
         assert "tokenizer 'broken'" in err, err
-    assert __import__("re").search(BROKEN[case][1], err), err
+    assert re.search(BROKEN[case][1], err), err
 
 
 def test_validate_says_a_component_that_trains_through_its_own_fit_is_trained_not_untrainable(tmp_path, capsys):

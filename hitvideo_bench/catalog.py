@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .components import KINDS, BenchMetric, Codec, ComponentConfig, Generator, Tokenizer, VideoDataset, overrides
+from .components import KINDS, BenchMetric, Codec, ComponentConfig, Generator, Tokenizer, VideoDataset
+from .contract import overrides
 from .errors import BadInput, ContractError, Problem, did_you_mean
 from .training import EXECUTION_FIELDS, TrainConfig
 
@@ -71,6 +72,12 @@ class ComponentSpec:
             if self.who in str(exc):
                 raise
             raise ContractError(f"{self.who}: {exc}") from exc
+
+    @property
+    def provider(self) -> str:
+        """What provides it, for identities: the distribution (pip package), or the plugin's module name for a ``-p``
+        module or one without a distribution."""
+        return self.distribution if self.distribution not in ("?", "-p") else self.plugin
 
     @property
     def who(self) -> str:

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torchmetrics import Metric
 
+from .contract import overrides
 from .errors import BadInput, ShapeError
 from .tokens import TokenPyramid
 from .training import Execution, TrainingTask, fit_component
@@ -63,12 +64,6 @@ class ComponentConfig(BaseModel):
         data = deep_merge(deep_merge(defaults, cls.presets.get(preset, {})), overrides or {})
         data["preset"] = preset
         return cls.model_validate(data)
-
-
-def overrides(component: Any, base: type, *names: str) -> bool:
-    """Whether ``component`` (or its class) implements any of the methods ``names`` of its kind's ``base`` class."""
-    cls = component if isinstance(component, type) else type(component)
-    return any(getattr(cls, name) is not getattr(base, name) for name in names)
 
 
 class EmptyConfig(ComponentConfig):

@@ -244,8 +244,7 @@ def component_identity(variant: ResolvedVariant, catalog: Catalog) -> dict[str, 
 
     def add(fld: str, kind: str, name: str) -> None:
         c = catalog.get(kind, name)
-        plugin = c.distribution if c.distribution not in ("?", "-p") else c.plugin
-        out[fld] = {"name": name, "version": c.version, "plugin": plugin, "plugin_version": c.dist_version}
+        out[fld] = {"name": name, "version": c.version, "plugin": c.provider, "plugin_version": c.dist_version}
 
     for fld, kind in COMPONENT_FIELDS.items():
         ref = getattr(spec, fld)

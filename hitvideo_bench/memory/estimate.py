@@ -14,10 +14,11 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .. import sharding
-from ..components import Generator, Tokenizer, overrides
+from ..components import Generator, Tokenizer
+from ..contract import overrides
 from ..errors import BadInput, ContractError, HitbenchError
 from ..manager import get_catalog
-from ..training import Execution, train_config
+from ..training import Execution, TrainingTask, train_config
 from ..training.trainer import checked_task
 from .fake import FakeDevice, NotEstimated, nbytes_of
 
@@ -154,13 +155,11 @@ class TrainingTrace:
                     dependencies["base"] = base
             component = cls(config, **dependencies)
             task = _shapes_only_task(component, self.fake.device)
-            unable = False
-            if execution.grad_checkpointing:
-                try:
-                    task.checkpoint_activations(True)
-                except NotImplementedError:  # the run trains it without (as the trainer does)
-                    unable = True
-                    self.execution = execution.model_copy(update={"grad_checkpointing": False})
+            unable = execution.grad_checkpointing and not overrides(task, TrainingTask, "checkpoint_activations")
+            if unable:  # the run trains it without (as the trainer does)
+                self.execution = execution.model_copy(update={"grad_checkpointing": False})
+            elif execution.grad_checkpointing:
+                task.checkpoint_activations(True)
         self.task, self.index = task, task.trace_step(train.steps)
         self._example(1)  # a task may set itself up for its shapes there (before memory_notes)
         groups = task.param_groups()
@@ -210,10 +209,10 @@ class TrainingTrace:
 
     def _example(self, batch: int) -> Any:
         with self.fake.build():
+            if not overrides(self.task, TrainingTask, "example_batch"):
+                raise NotEstimated(f"{self.name}'s training task gives no example_batch()")
             try:
                 return self.task.example_batch(batch, self.shape)
-            except NotImplementedError:
-                raise NotEstimated(f"{self.name}'s training task gives no example_batch()") from None
             except (TypeError, AttributeError) as exc:
                 raise ContractError(f"{self.name}'s shapes_only training task failed in example_batch() "
                                     f"({type(exc).__name__}: {exc}): it must build the batch from the shape it is "

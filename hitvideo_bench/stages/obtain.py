@@ -12,7 +12,8 @@ import torch
 
 from .. import cache
 from ..checkpoint import load_pretrained, load_tokenizer, save_pretrained
-from ..components import Generator, Tokenizer, VideoDataset, overrides
+from ..components import Generator, Tokenizer, VideoDataset
+from ..contract import overrides
 from ..io import read_json, write_json
 from ..recipe import ComponentRef
 from ..tokens import TokenPyramid
@@ -25,8 +26,7 @@ from .context import RunContext, clip_batches
 def tokenizer_identity(ctx: RunContext, ref: ComponentRef, train_ds: VideoDataset) -> dict[str, Any]:
     """What the cached tokenizer depends on: its resolved config, its training data and the seed."""
     spec = ctx.catalog.get("tokenizer", ref.name)
-    plugin = spec.distribution if spec.distribution not in ("?", "-p") else spec.plugin  # a -p module by its name
-    return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": plugin,
+    return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.provider,
             "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
 
 

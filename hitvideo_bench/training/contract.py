@@ -115,8 +115,9 @@ class TrainingTask(ABC):
     def example_batch(self, batch: int, shape: Any) -> Any:
         """A batch of ``batch`` items as :meth:`training_step` gets it (random or zero tensors, made on the memory
         estimate's device): ``shape`` is the clip shape ``(T, H, W)`` for a tokenizer, the per-layer token grids
-        ``[(t, h, w), ...]`` for a generator. Not implemented: memory not estimated."""
-        raise NotImplementedError
+        ``[(t, h, w), ...]`` for a generator. An opt-in ability: a task that does not override it has no memory
+        estimate (the estimate asks :func:`~hitvideo_bench.contract.overrides` first)."""
+        raise TypeError(f"{type(self).__name__} does not implement example_batch()")
 
     def trace_step(self, steps: int) -> int:
         """The step the memory estimate traces (the costliest of ``steps``; default the last)."""
@@ -140,9 +141,10 @@ class TrainingTask(ABC):
 
     def checkpoint_activations(self, on: bool) -> None:
         """Recompute activations in backward (``run.grad_checkpointing``): called with True before the first step when
-        the run asks for it, with False once training ends. An opt-in ability: not implemented (the default), the
-        run refuses the setting for this component."""
-        raise NotImplementedError
+        the run asks for it, with False once training ends. An opt-in ability: a task that does not override it
+        trains without activation checkpointing, and the run says so (the trainer asks
+        :func:`~hitvideo_bench.contract.overrides` first)."""
+        raise TypeError(f"{type(self).__name__} does not implement checkpoint_activations()")
 
     def shard_units(self) -> list[torch.nn.Module]:
         """The submodules ``run.strategy: fsdp`` shards, each on its own (e.g. transformer blocks, embeddings and

@@ -49,8 +49,9 @@ BUILTINS = [
 #: 6 and 5: tiny trains 1500 steps of 8 clips, on crops for the first half; 7 and 6: tiny's commitment 0.1, weight
 #: decay 0.05, layer drops at 15 %, entropy from a quarter of the tokens, single-layer crops after its resize;
 #: 8 and 7: tiny trains 1800 steps; 9 and 8: temporal convs as 2D convs (other float rounding), tiny trains 2400 steps;
-#: 10 and 9: residual coarse-to-fine hierarchy with learned up-sampling stages, progressive training at every preset)
-VERSIONS = {("tokenizer", "hitvideo"): "12", ("tokenizer", "single-layer"): "11", ("generator", "ar-llama"): "2",
+#: 10 and 9: residual coarse-to-fine hierarchy with learned up-sampling stages, progressive training at every preset;
+#: 12 and 11: the light LFQ terms at tiny (docs/ablations.md); 13 and 12: tiny's entropy from a sixteenth of the tokens)
+VERSIONS = {("tokenizer", "hitvideo"): "13", ("tokenizer", "single-layer"): "12", ("generator", "ar-llama"): "2",
             ("codec", "x264"): "2", ("codec", "x265"): "2"}  # x264 / x265 2: without assembly (deterministic)
 
 

@@ -35,9 +35,11 @@ def load_perceptual(device) -> tuple[nn.Module | None, str]:
 
 def reconstruction_loss(rec: torch.Tensor, video: torch.Tensor, weights: LossConfig
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``l1 * L1 + l2 * squared error`` of a reconstruction, and the two terms (for the logs)."""
+    """``l1 * L1 + l2 * squared error`` of a reconstruction, and the two terms (for the logs). A term of weight 0
+    is computed outside the graph: its backward would add only zeros (at tiny: 2 % of a step)."""
     err = rec - video
-    l1, l2 = err.abs().mean(), err.square().mean()
+    l1 = (err if weights.l1 else err.detach()).abs().mean()
+    l2 = (err if weights.l2 else err.detach()).square().mean()
     return weights.l1 * l1 + weights.l2 * l2, l1, l2
 
 

@@ -1,15 +1,17 @@
 """Stress check (not a timed test): kill -9 a recipe's run at random moments, resume it, compare with a clean run.
 
-    python benchmarks/stress_kill_resume.py RECIPE [--cycles N] [--set key=value ...] [-p PLUGIN ...]
+    python benchmarks/stress_kill_resume.py RECIPE [--cycles N] [--jobs N] [--set key=value ...] [-p PLUGIN ...]
         [--kill-after MIN MAX] [--hang-after S] [--seed S] [--out DIR]
 
 1. An uninterrupted run of RECIPE (``--fresh``) into ``OUT/reference``: the metrics to match.
 2. N cycles into ``OUT/stress``: start ``hitbench run`` (resuming), kill -9 it after a random delay drawn from
    ``--kill-after`` (seeded); a run that ends by itself before its kill is recorded with its exit status (a
    crash: killed by a signal we did not send, or a failure: exit status other than 0). After each kill, any
-   process the run started that outlives it (a codec worker left encoding) is recorded as an orphan and killed.
+   process the run started that outlives it by 60 s (a codec worker left encoding, a ``--jobs`` worker) is
+   recorded as an orphan and killed.
 3. A final resume, given ``--hang-after`` seconds before it counts as a hang.
 4. The final ``metrics.csv`` against the reference's: equal, or the rows that differ.
+It exits 1 on any crash, hang, orphan or difference.
 
 The environment (PYTHONPATH, HITBENCH_CACHE) is passed on, so both runs share the trained-component cache. The
 report is printed and written to ``OUT/stress_report.json``.
@@ -35,7 +37,7 @@ from hitvideo_bench.recipe import load_recipe
 def hitbench(recipe: Path, out: Path, args: argparse.Namespace, *extra: str) -> list[str]:
     return [sys.executable, "-m", "hitvideo_bench", *(a for p in args.plugins for a in ("-p", p)), "run",
             str(recipe), *(a for kv in args.sets for a in ("--set", kv)), "--out", str(out), "--quiet",
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--jobs", str(args.jobs), *extra]
 
 
 def session_processes(sid: int) -> list[int]:
@@ -91,6 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", type=Path)
     parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=1, help="hitbench run --jobs (every run, the reference too)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="PLUGIN")
     parser.add_argument("--kill-after", nargs=2, type=float, default=(3.0, 30.0), metavar=("MIN", "MAX"))
@@ -103,7 +106,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     report: dict = {"recipe": str(args.recipe), "sets": args.sets, "cycles": args.cycles,
-                    "kill_after": list(args.kill_after), "seed": args.seed}
+                    "kill_after": list(args.kill_after), "seed": args.seed, "jobs": args.jobs}
     report["reference"] = run_once(hitbench(args.recipe, args.out / "reference", args, "--fresh"),
                                    args.out / "reference.log", None, args.hang_after)
     stress = args.out / "stress"
@@ -125,7 +128,7 @@ def main() -> int:
     write_json(args.out / "stress_report.json", report)
     print(f"crashes {report['crashes']}, hangs {report['hangs']}, orphans {report['orphans']}, "
           f"metrics.csv differences {len(report['differences'])}: {report['differences'][:10]}")
-    return 0 if not (report["crashes"] or report["hangs"] or report["differences"]) else 1
+    return 0 if not (report["crashes"] or report["hangs"] or report["orphans"] or report["differences"]) else 1
 
 
 if __name__ == "__main__":

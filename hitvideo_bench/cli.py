@@ -78,10 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    from .jobs import bind_to_parent
     from .recipe import load_recipe
     from .runner import RunOptions, RunsFailed, recipe_runs, run_recipe
     from .training import is_main_process
 
+    if args.only is not None:  # a --jobs worker
+        bind_to_parent()
     resolved = load_recipe(args.recipe, args.sets)
     if args.nproc < 1:
         raise BadInput(f"--nproc {args.nproc}: needs 1 or more processes")

@@ -69,9 +69,9 @@ def exit_reason(code: int | None) -> str:
     return f"the worker exited with status {code}"
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent, the fork server, exits (it does when the run's process dies;
-    elsewhere the closed pipe ends the worker at its next call)."""
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent exits (an isolated worker's parent is the fork server, which
+    exits when the run's process dies; elsewhere the closed pipe ends the worker at its next call)."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
@@ -91,7 +91,7 @@ def _portable(exc: BaseException) -> BaseException:
 def _serve(conn, payload: bytes, log: str | None) -> None:
     """The worker: unpickle the target, then answer ``(method, args)`` calls until the parent hangs up."""
     faults.enable(open(log, "a", encoding="utf-8", buffering=1) if log else None)
-    _die_with_parent()
+    die_with_parent()
     target = pickle.loads(payload)
     if "torch" in sys.modules:  # one clip's conversions are tiny; threads would only fight the encoder's
         sys.modules["torch"].set_num_threads(1)

@@ -14,7 +14,8 @@ two runs the same day (tokenizers 684 and 591 s side by side, generators 100 and
 ran their temporal convs on PyTorch's slow one-thread kernels; computed as 2D convs, the demo's tokenizers train
 2400 steps side by side in 714 and 627 s (13 min 58 s in all; benchmarks/RESULTS.md has the table).
 
-A worker that fails does not stop the others; the parent then reports the runs that finished and fails naming
+A worker dies with the parent (Linux): after a ``kill -9`` of ``hitbench run --jobs N`` no run goes on beside the
+re-run that resumes it. A worker that fails does not stop the others; the parent then reports the runs that finished and fails naming
 each failed run, its error and its log.
 """
 
@@ -28,8 +29,24 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import HitbenchError
+from .isolation import die_with_parent
+
 #: lines of a failed worker's log repeated in the error
 LOG_TAIL = 15
+#: the environment that tells a worker its parent's pid (see :func:`bind_to_parent`)
+PARENT = "HITBENCH_JOBS_PARENT"
+
+
+def bind_to_parent() -> None:
+    """In a worker (:data:`PARENT` set): be killed when the parent exits, and stop at once if it already has. The
+    variable is removed, so that the processes the worker starts do not take it for theirs."""
+    parent = os.environ.pop(PARENT, None)
+    if parent is None:
+        return
+    die_with_parent()
+    if os.getppid() != int(parent):
+        raise HitbenchError(f"the hitbench run --jobs process that started this worker (pid {parent}) has exited")
 
 
 def available_cpus() -> int:
@@ -97,7 +114,7 @@ def run_workers(runs: Sequence[str], command: Sequence[str], jobs: int, log_dir:
     last_status = time.perf_counter()
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     threads = worker_threads(min(jobs, len(runs)))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), PARENT: str(os.getpid())}
     queue = list(runs)
     running: dict[subprocess.Popen, tuple[str, float]] = {}
     failed: dict[str, str] = {}

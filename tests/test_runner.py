@@ -368,3 +368,45 @@ def test_sample_sheet_pastes_the_picked_frames_enlarged_under_each_prompt(tmp_pa
             top, left = pad + i * (caption + 24 + pad) + caption, pad + width + gap + j * (24 + pad)
             expected = (real[i, :, t, 0, 0] * 255).round().to(torch.uint8).numpy()
             assert (sheet[top:top + 8 * zoom, left:left + 8 * zoom].reshape(-1, 3) == expected).all()
+
+
+WORKER = """import sys, time
+from hitvideo_bench.jobs import bind_to_parent
+bind_to_parent()
+print("bound", flush=True)
+time.sleep(120)
+"""
+
+PARENT = """import sys
+from hitvideo_bench.jobs import run_workers
+run_workers(["a/seed-0"], [sys.executable, "-c", sys.argv[1]], 1, sys.argv[2], status_every=3600)
+"""
+
+
+def _ppid(stat: Path) -> int | None:
+    """The parent pid in a ``/proc/PID/stat`` file (None when the process is gone)."""
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_jobs_a_worker_dies_with_its_parent_killed_by_sigkill(tmp_path):
+    """Kills: a ``kill -9`` of ``hitbench run --jobs N`` leaving its workers running beside the re-run (their
+    runs would race the re-run's workers for the same folders)."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, WORKER, str(tmp_path)])
+    log = tmp_path / "a-seed-0.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "bound" in log.read_text()):
+        assert time.monotonic() < deadline and parent.poll() is None, "the worker did not start"
+        time.sleep(0.1)
+    workers = [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+               if _ppid(stat) == parent.pid]
+    assert len(workers) == 1
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{workers[0]}").exists(), "the worker outlived its parent"

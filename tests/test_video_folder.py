@@ -328,3 +328,27 @@ def test_real_shared_clip_loads_at_tiny_preset(shared_clip):
 
 def test_config_class_is_the_registered_one():
     assert get_catalog().get("dataset", "video-folder").config_cls is VideoFolderConfig
+
+
+def test_a_process_probes_each_file_once_until_it_changes(fixture_root, monkeypatch):
+    """Kills: the recipe's check of ``eval_clips`` and the run each probing every readable file, a changed file's
+    stale probe being reused, or a failed probe kept (the run's log would lack the crash and its retry)."""
+    from hitbench_builtin.datasets.video_decode import VideoReader
+
+    probed = []
+
+    class FixtureCountingReader(VideoReader):
+        def probe(self, path):
+            probed.append(Path(path).name)
+            return super().probe(path)
+
+    monkeypatch.setattr(VideoFolder, "reader", FixtureCountingReader())
+    (fixture_root / "broken.mp4").write_bytes(b"this is not a video file\n" * 160)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="broken.mp4"):
+            assert len(folder(fixture_root, frames=8, on_error="skip", isolated=False)) == 1
+    assert sorted(probed) == ["broken.mp4", "broken.mp4", "walk.mp4"]  # the readable file once
+    make_fixture_video(fixture_root / "walk.mp4")  # rewritten (the same bytes, a new modification time): probed again
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        assert len(folder(fixture_root, frames=8, on_error="skip", isolated=False)) == 1
+    assert sorted(probed) == ["broken.mp4"] * 3 + ["walk.mp4"] * 2

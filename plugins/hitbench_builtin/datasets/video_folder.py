@@ -35,6 +35,9 @@ naming it and why (in the run's log too), listed by :meth:`VideoFolder.dropped` 
 below the table) and in the split's identity. Files are listed when the dataset is built (a missing or empty
 ``root`` fails then, also in ``hitbench validate``); they are probed (packets demuxed, first frame decoded) on
 first use, all of them before any clip is read, so the files skipped are the same wherever the split is read.
+A process probes a readable file once while it stays the same (path, inode, size, times): the recipe's check of
+``eval_clips`` and the run that follows read it once. A file that failed is probed again by the next dataset, so
+that the run's log has the crash or the hang and its retry.
 
 Isolation: probing and decoding (PyAV's native code, in :mod:`.video_decode`) run in a worker process (the
 run's shared isolated worker; one for all files and datasets of a run), with a limit in CPU seconds from the
@@ -50,6 +53,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+import weakref
 import zlib
 from functools import cached_property
 from pathlib import Path
@@ -67,6 +71,8 @@ EXTENSIONS = ("mp4", "webm", "mkv", "mov", "avi")
 SPLITS = ("train", "val", "test", "all")
 CAPTION_INDEXES = ("captions.jsonl", "captions.csv")
 _DURATION_TOL = 1e-3  # seconds: mkv/webm timestamps are rounded to milliseconds
+#: each reader's probes of readable files in this process, by (path, inode, size, modification and change times)
+_PROBED: weakref.WeakKeyDictionary[VideoReader, dict[tuple, _Probe]] = weakref.WeakKeyDictionary()
 
 
 class VideoFolderConfig(ComponentConfig):
@@ -249,13 +255,26 @@ class VideoFolder(VideoDataset):
     def _probes(self) -> dict[Path, _Probe]:
         probes = {}
         for path in self.files:
-            try:
-                probes[path] = self._read("probe", path, limit_s=self.reader.probe_limit(path))
-            except BadInput as exc:
-                self._skip(path, str(exc))
-            except WorkerFailed as exc:
-                self._skip(path, f"{path}: cannot read video: {exc}")
+            outcome = self._probe(path)
+            if isinstance(outcome, BadInput):
+                self._skip(path, str(outcome))
+            elif isinstance(outcome, WorkerFailed):
+                self._skip(path, f"{path}: cannot read video: {outcome}")
+            else:
+                probes[path] = outcome
         return probes
+
+    def _probe(self, path: Path) -> _Probe | BadInput | WorkerFailed:
+        """The probe of ``path`` (once per file version and reader in this process), or why it failed."""
+        stat = path.stat()
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        memo = _PROBED.setdefault(self.reader, {})
+        if key not in memo:
+            try:
+                memo[key] = self._read("probe", path, limit_s=self.reader.probe_limit(path))
+            except (BadInput, WorkerFailed) as exc:
+                return exc
+        return memo[key]
 
     def _available(self, probe: _Probe, start: float) -> int:
         """Frames at ``fps`` from ``start`` that the file covers."""

@@ -1,9 +1,10 @@
 """Stress check (not a timed test): kill -9 a recipe's run at random moments, resume it, compare with a clean run.
 
     python benchmarks/stress_kill_resume.py RECIPE [--cycles N] [--jobs N] [--set key=value ...] [-p PLUGIN ...]
-        [--kill-after MIN MAX] [--hang-after S] [--seed S] [--out DIR]
+        [--kill-after MIN MAX] [--hang-after S] [--seed S] [--out DIR] [--reference DIR]
 
-1. An uninterrupted run of RECIPE (``--fresh``) into ``OUT/reference``: the metrics to match.
+1. An uninterrupted run of RECIPE (``--fresh``) into ``OUT/reference``: the metrics to match (``--reference``: the
+   ``reference`` folder of an earlier check of the same recipe and settings instead).
 2. N cycles into ``OUT/stress``: start ``hitbench run`` (resuming), kill -9 it after a random delay drawn from
    ``--kill-after`` (seeded); a run that ends by itself before its kill is recorded with its exit status (a
    crash: killed by a signal we did not send, or a failure: exit status other than 0). After each kill, any
@@ -100,6 +101,7 @@ def main() -> int:
     parser.add_argument("--hang-after", type=float, default=3600.0, help="seconds before a final run is hung")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/stress"))
+    parser.add_argument("--reference", type=Path, help="an earlier check's OUT/reference (the same recipe and --set)")
     args = parser.parse_args()
     resolved = load_recipe(args.recipe, args.sets)  # bad input fails here, before any run
     results = Path(resolved.name) / resolved.run_id() / "metrics.csv"
@@ -107,8 +109,12 @@ def main() -> int:
     rng = random.Random(args.seed)
     report: dict = {"recipe": str(args.recipe), "sets": args.sets, "cycles": args.cycles,
                     "kill_after": list(args.kill_after), "seed": args.seed, "jobs": args.jobs}
-    report["reference"] = run_once(hitbench(args.recipe, args.out / "reference", args, "--fresh"),
-                                   args.out / "reference.log", None, args.hang_after)
+    reference = args.reference or args.out / "reference"
+    if args.reference is None:
+        report["reference"] = run_once(hitbench(args.recipe, reference, args, "--fresh"),
+                                       args.out / "reference.log", None, args.hang_after)
+    else:
+        report["reference"] = {"outcome": "reused", "folder": str(reference)}
     stress = args.out / "stress"
     first = hitbench(args.recipe, stress, args, "--fresh")
     cycles = []
@@ -122,7 +128,7 @@ def main() -> int:
     report["crashes"] = sum(o.startswith(("crashed", "failed")) for o in outcomes)
     report["hangs"] = sum(o.startswith("hung") for o in outcomes)
     report["orphans"] = sum(len(c["orphans"]) for c in [*cycles, report["final"]])
-    ref, fin = args.out / "reference" / results, stress / results
+    ref, fin = reference / results, stress / results
     report["differences"] = (compare(ref, fin) if ref.exists() and fin.exists()
                              else [f"missing: {p}" for p in (ref, fin) if not p.exists()])
     write_json(args.out / "stress_report.json", report)

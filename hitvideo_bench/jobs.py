@@ -15,8 +15,8 @@ ran their temporal convs on PyTorch's slow one-thread kernels; computed as 2D co
 2400 steps side by side in 714 and 627 s (13 min 58 s in all; benchmarks/RESULTS.md has the table).
 
 A worker dies with the parent (Linux): after a ``kill -9`` of ``hitbench run --jobs N`` no run goes on beside the
-re-run that resumes it. A worker that fails does not stop the others; the parent then reports the runs that finished and fails naming
-each failed run, its error and its log.
+re-run that resumes it. A worker that fails does not stop the others; the parent then reports the runs that
+finished and fails naming each failed run, its error and its log.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def load_perceptual(device) -> tuple[nn.Module | None, str]:
 def reconstruction_loss(rec: torch.Tensor, video: torch.Tensor, weights: LossConfig
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``l1 * L1 + l2 * squared error`` of a reconstruction, and the two terms (for the logs). A term of weight 0
-    is computed outside the graph: its backward would add only zeros (at tiny: 2 % of a step)."""
+    is computed outside the graph: its backward would add only zeros (tiny's L1 term)."""
     err = rec - video
     l1 = (err if weights.l1 else err.detach()).abs().mean()
     l2 = (err if weights.l2 else err.detach()).square().mean()

@@ -383,12 +383,17 @@ run_workers(["a/seed-0"], [sys.executable, "-c", sys.argv[1]], 1, sys.argv[2], s
 """
 
 
-def _ppid(stat: Path) -> int | None:
-    """The parent pid in a ``/proc/PID/stat`` file (None when the process is gone)."""
+def _stat(stat: Path) -> list[str]:
+    """The fields of a ``/proc/PID/stat`` file after the command's name (state, parent pid, ...); [] when gone."""
     try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping: a process that has died but waits to be reaped (a zombie) is not."""
+    return _stat(Path(f"/proc/{pid}/stat"))[:1] not in ([], ["Z"])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
@@ -402,11 +407,11 @@ def test_jobs_a_worker_dies_with_its_parent_killed_by_sigkill(tmp_path):
         assert time.monotonic() < deadline and parent.poll() is None, "the worker did not start"
         time.sleep(0.1)
     workers = [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
-               if _ppid(stat) == parent.pid]
+               if _stat(stat)[1:2] == [str(parent.pid)]]
     assert len(workers) == 1
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+    while _alive(workers[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{workers[0]}").exists(), "the worker outlived its parent"
+    assert not _alive(workers[0]), "the worker outlived its parent"

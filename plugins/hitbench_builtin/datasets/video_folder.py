@@ -255,25 +255,21 @@ class VideoFolder(VideoDataset):
     def _probes(self) -> dict[Path, _Probe]:
         probes = {}
         for path in self.files:
-            outcome = self._probe(path)
-            if isinstance(outcome, BadInput):
-                self._skip(path, str(outcome))
-            elif isinstance(outcome, WorkerFailed):
-                self._skip(path, f"{path}: cannot read video: {outcome}")
-            else:
-                probes[path] = outcome
+            try:
+                probes[path] = self._probe(path)
+            except BadInput as exc:
+                self._skip(path, str(exc))
+            except WorkerFailed as exc:
+                self._skip(path, f"{path}: cannot read video: {exc}")
         return probes
 
-    def _probe(self, path: Path) -> _Probe | BadInput | WorkerFailed:
-        """The probe of ``path`` (once per file version and reader in this process), or why it failed."""
+    def _probe(self, path: Path) -> _Probe:
+        """The probe of ``path``, once per file version and reader in this process (a failure is not kept)."""
         stat = path.stat()
         key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         memo = _PROBED.setdefault(self.reader, {})
         if key not in memo:
-            try:
-                memo[key] = self._read("probe", path, limit_s=self.reader.probe_limit(path))
-            except (BadInput, WorkerFailed) as exc:
-                return exc
+            memo[key] = self._read("probe", path, limit_s=self.reader.probe_limit(path))
         return memo[key]
 
     def _available(self, probe: _Probe, start: float) -> int:

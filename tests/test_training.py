@@ -87,6 +87,28 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert [p["step"] for p in summary["losses"]] == list(range(1, 16))
 
 
+def test_the_summary_gives_wall_and_cpu_time_summed_over_a_resume(tmp_path, monkeypatch):
+    """CPU time counts the work done in steps, not time spent waiting: a step that sleeps 20 ms and burns 20 ms of
+    CPU gives about half as much CPU as wall time; a resumed run adds the part before the kill."""
+    import time
+
+    original = FixtureTask.training_step
+
+    def sleep_and_burn(self, batch, step, trainer):
+        time.sleep(0.02)
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+        return original(self, batch, step, trainer)
+
+    monkeypatch.setattr(FixtureTask, "training_step", sleep_and_burn)
+    _, straight = run(tmp_path / "a", 15)
+    assert 15 * 0.04 <= straight["seconds"] and 15 * 0.02 <= straight["cpu_seconds"] < straight["seconds"] - 15 * 0.015
+    _, resumed = run_killed_at_step_12_then_resumed(tmp_path / "b", 15)
+    # steps 0-9 before the kill (checkpointed at 10) plus 10-14 after it
+    assert 15 * 0.02 <= resumed["cpu_seconds"] and 15 * 0.04 <= resumed["seconds"]
+
+
 def test_a_different_seed_gives_a_different_result(tmp_path):
     a, _ = run(tmp_path / "a", 5, seed=0)
     b, _ = run(tmp_path / "b", 5, seed=1)

@@ -286,9 +286,10 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     """Train ``task`` for ``cfg.steps`` steps on ``data``, executed as ``execution`` says (default: one process, the
     task's own checkpoint and log cadence); resume from ``workdir`` if it holds a checkpoint.
 
-    Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "precision",
-    "resumed_from_step"}`` (None when it started from scratch); a resume is also said on stderr, which is the
-    run's log under ``--jobs``.
+    Returns ``{"steps", "final": {loss: value}, "losses": [...], "curve": [...], "seconds", "cpu_seconds",
+    "precision", "resumed_from_step"}`` (None when it started from scratch): ``seconds`` is the training's wall
+    time, ``cpu_seconds`` this process's CPU time over it (all its threads; the figure a CPU budget is stated in),
+    both summed over resumed parts. A resume is also said on stderr, which is the run's log under ``--jobs``.
     """
     from tqdm.auto import tqdm
 
@@ -303,10 +304,10 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     trainer = Trainer(task, cfg, device, execution)
     checkpoint_every = execution.checkpoint_every or task.checkpoint_every
     log_every = execution.log_every or task.log_every
-    extra: dict[str, Any] = {"losses": [], "curve": [], "seconds": 0.0}
+    extra: dict[str, Any] = {"losses": [], "curve": [], "seconds": 0.0, "cpu_seconds": 0.0}
     resumed = None
     if sharding.checkpoint_format(ckpt) is not None:
-        extra = trainer.load(ckpt)
+        extra = {"cpu_seconds": 0.0, **trainer.load(ckpt)}  # checkpoints before cpu_seconds lack it
         resumed = trainer.step_count
     start = trainer.step_count
     if resumed is not None and is_main_process():
@@ -320,7 +321,7 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
                disable=not progress or not is_main_process(), leave=False)
     window: dict[str, list[float]] = {}
     checkpointing = execution.grad_checkpointing and _checkpoint_activations(task)
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     for module in trainer.modules.values():
         module.train()
     batches = iter(loader)
@@ -347,7 +348,8 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         bar.update(1)
         if done % checkpoint_every == 0 or done == cfg.steps:
             extra["seconds"] += time.perf_counter() - began
-            began = time.perf_counter()
+            extra["cpu_seconds"] += time.process_time() - began_cpu
+            began, began_cpu = time.perf_counter(), time.process_time()
             trainer.save(ckpt, extra)
     bar.close()
     trainer.apply_ema()
@@ -358,7 +360,7 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         module.eval()
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
-            "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": execution.strategy,
+            "cpu_seconds": round(extra["cpu_seconds"], 2), "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": execution.strategy,
             "micro_batch": execution.micro_batch, "grad_checkpointing": checkpointing, "resumed_from_step": resumed}
 
 

@@ -87,9 +87,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert [p["step"] for p in summary["losses"]] == list(range(1, 16))
 
 
-def test_the_summary_gives_wall_and_cpu_time_summed_over_a_resume(tmp_path, monkeypatch):
+def test_the_summary_gives_wall_and_cpu_time_summed_over_a_resume(tmp_path, monkeypatch, one_thread):
     """CPU time counts the work done in steps, not time spent waiting: a step that sleeps 20 ms and burns 20 ms of
-    CPU gives about half as much CPU as wall time; a resumed run adds the part before the kill."""
+    CPU gives about half as much CPU as wall time; a resumed run adds the part before the kill. One thread: no idle
+    worker thread spins on the CPU clock."""
     import time
 
     original = FixtureTask.training_step

@@ -360,8 +360,9 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
         module.eval()
     return {"steps": cfg.steps, "final": extra["losses"][-1] if extra["losses"] else {},
             "losses": extra["losses"], "curve": extra["curve"], "seconds": round(extra["seconds"], 2),
-            "cpu_seconds": round(extra["cpu_seconds"], 2), "precision": cfg.precision, "ema": cfg.ema, "processes": world()[1], "strategy": execution.strategy,
-            "micro_batch": execution.micro_batch, "grad_checkpointing": checkpointing, "resumed_from_step": resumed}
+            "cpu_seconds": round(extra["cpu_seconds"], 2), "precision": cfg.precision, "ema": cfg.ema,
+            "processes": world()[1], "strategy": execution.strategy, "micro_batch": execution.micro_batch,
+            "grad_checkpointing": checkpointing, "resumed_from_step": resumed}
 
 
 def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) -> dict[str, Any]:

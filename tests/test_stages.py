@@ -326,6 +326,23 @@ variants:
 """
 
 
+def test_a_new_base_version_retrains_the_wrapper_that_was_fitted_to_the_old_base(tmp_path, isolated_cache,
+                                                                                   monkeypatch):
+    """Kills: a wrapper's cache key without its base's identity (a fill fitted to the old base loaded over the new)."""
+    path = tmp_path / "fixture-masked.yaml"
+    path.write_text(MASKED_RECIPE.replace("  pool: {tokenizer: {name: fixture-pool}}\n", ""))
+
+    def masked_entry(out: str) -> tuple[str, str]:
+        folder = run_recipe(load_recipe(path), RunOptions(out=tmp_path / out, progress=False)).out_dir
+        summary = json.loads((folder / "runs" / "masked" / "seed-0" / "summary.json").read_text())
+        return summary["tokenizer"]["cached"], summary["tokenizer:masked"]["cached"]
+
+    base, wrapper = masked_entry("a")
+    monkeypatch.setattr(get_catalog().get("tokenizer", "fixture-pool"), "version", "2")
+    new_base, new_wrapper = masked_entry("b")
+    assert new_base != base and new_wrapper != wrapper
+
+
 def test_masked_tokenizer_fits_its_fill_for_layer_1_and_reloads_from_the_cache(tmp_path, isolated_cache):
     """Kills: the masked tokenizer's fit not training its mask embedding, or masking layer 0 when asked for layer 1."""
     from hitbench_builtin.tokenizers.masked import keep_mask

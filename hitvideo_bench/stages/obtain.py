@@ -24,10 +24,16 @@ from .context import RunContext, clip_batches
 
 
 def tokenizer_identity(ctx: RunContext, ref: ComponentRef, train_ds: VideoDataset) -> dict[str, Any]:
-    """What the cached tokenizer depends on: its resolved config, its training data and the seed."""
+    """What the cached tokenizer depends on: its version, preset and config, its training data and the seed; for a
+    wrapper tokenizer also the identity of the base it wraps (trained on the same data), so that a new base version
+    retrains the wrapper instead of loading one fitted to the old base."""
     spec = ctx.catalog.get("tokenizer", ref.name)
-    return {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.provider,
-            "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
+    identity = {"kind": "tokenizer", "name": ref.name, "version": spec.version, "plugin": spec.provider,
+                "preset": ref.preset, "config": ref.config, "data": train_ds.identity(), "seed": ctx.seed}
+    inner = base_ref(ctx, ref)
+    if inner is not None:
+        identity["base"] = tokenizer_identity(ctx, inner, train_ds)
+    return identity
 
 
 def base_ref(ctx: RunContext, ref: ComponentRef) -> ComponentRef | None:

@@ -64,6 +64,11 @@ V10_LAYOUT = {"patch_frames": 1, "resample": "conv", "block": "resnet", "progres
               "coarse_weight": 1.0, "coarse_batch": 0.5, "detach_prediction": True}
 
 
+def tiny_training(steps: int) -> TrainConfig:
+    """The tiny preset's training method (both tokenizers; only the steps differ)."""
+    return TrainConfig(steps=steps, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100)
+
+
 class HiTVideoConfig(ComponentConfig):
     channels: int = Field(48, ge=4, description="width of the first encoder level")
     channel_mult: list[float] = Field(default_factory=lambda: [1, 4 / 3], min_length=1,
@@ -110,8 +115,7 @@ class HiTVideoConfig(ComponentConfig):
                                                            "whole clips, as many as the crops' pixels make")
     disc_channels: int = Field(32, ge=4)
     loss: LossConfig = Field(default_factory=LossConfig)
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1500, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100))
+    train: TrainConfig = Field(default_factory=lambda: tiny_training(1500))
     detach_prediction: bool = Field(False, description="quantise z_l - sg(p_l): the full decode's error reaches the "
                                                        "prediction p_l only through the decoded path, not the residual")
 
@@ -183,8 +187,7 @@ class SingleLayerConfig(HiTVideoConfig):
     interpolate: float = 1.125  # 64 -> 72 px: 4x9x9 = 324 tokens against hitvideo's 332 at tiny (+2.5 %)
     # tiny: the same CPU time as hitvideo's 1500 steps (a single-layer step costs 0.85 of a hitvideo one on average:
     # 562 against 659 CPU seconds for 1500 steps on one thread), so that neither side of a comparison trains longer
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        steps=1750, batch_size=8, lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, warmup_steps=100))
+    train: TrainConfig = Field(default_factory=lambda: tiny_training(1750))
 
     presets = {
         "small": {**HiTVideoConfig.presets["small"], "quant_dims": [16], "layer_strides": [], "interpolate": 1.125},

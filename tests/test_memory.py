@@ -198,7 +198,7 @@ def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
     lines = capsys.readouterr().out.splitlines()
     tokenizers = [line for line in lines if line.startswith("    tokenizer ")]
     generators = [line for line in lines if line.startswith("    generator ")]
-    assert len(tokenizers) == len(generators) == 3  # single-layer, hitvideo, hitvideo-rope-clip
+    assert len(tokenizers) == len(generators) == 2  # single-layer, hitvideo
     for line in tokenizers:
         assert "training memory per GPU at batch 8 (bf16, grad checkpointing): ~" in line
     for line in generators:
@@ -211,12 +211,12 @@ def test_validate_paper_prints_memory_for_tokenizer_and_generator(capsys):
 def test_validate_nproc_and_not_estimated(capsys):
     assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training memory per GPU at batch 4 of 8 over 2 GPUs (fp32)") == 6  # 3 tokenizers, 3 generators
+    assert out.count("training memory per GPU at batch 4 of 8 over 2 GPUs (fp32)") == 4  # 2 tokenizers, 2 generators
     assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "8"]) == 0
-    assert capsys.readouterr().out.count("training memory per GPU at batch 1 of 8 over 8 GPUs (fp32)") == 6
+    assert capsys.readouterr().out.count("training memory per GPU at batch 1 of 8 over 8 GPUs (fp32)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_layers.yaml"), "--nproc", "16"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 6
+    assert out.count("training memory: not estimated (train.batch_size 8 cannot be split over 16 processes)") == 4
     assert main(["validate", str(ROOT / "recipes" / "ablation_masking.yaml")]) == 0
     out = capsys.readouterr().out  # every fill fine-tunes the decoder: estimated like any trainable tokenizer
     masked = [line for line in out.splitlines() if "tokenizer masked (tiny)" in line]

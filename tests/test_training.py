@@ -204,3 +204,29 @@ def test_resume_with_ema_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert (tmp_path / "b" / "checkpoint" / "ema.safetensors").exists()
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+class CheckpointingFixtureTask(FixtureTask):
+    """Fixture task that implements activation checkpointing: records each switch."""
+
+    def __init__(self):
+        super().__init__()
+        self.switched = []
+
+    def checkpoint_activations(self, on):
+        self.switched.append(on)
+
+
+def test_grad_checkpointing_reaches_a_task_that_can_and_is_said_to_skip_one_that_cannot(tmp_path, capsys):
+    """run.grad_checkpointing switches the task's checkpointing on before the first step and off at the end; a task
+    that does not implement it trains without it, said on stderr."""
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-2)
+    able, unable = CheckpointingFixtureTask(), FixtureTask()
+    assert able.can_checkpoint_activations and not unable.can_checkpoint_activations
+    for task, folder in ((able, "able"), (unable, "unable")):
+        train(task, FixtureClips(), cfg, workdir=tmp_path / folder, device="cpu", seed=0, progress=False,
+              execution=Execution(grad_checkpointing=True))
+    assert able.switched == [True, False]
+    err = capsys.readouterr().err
+    assert "FixtureTask does not implement checkpoint_activations(): it trains without activation" in err
+    assert "CheckpointingFixtureTask does not" not in err

@@ -155,7 +155,7 @@ class TrainingTrace:
                     dependencies["base"] = base
             component = cls(config, **dependencies)
             task = _shapes_only_task(component, self.fake.device)
-            unable = execution.grad_checkpointing and not overrides(task, TrainingTask, "checkpoint_activations")
+            unable = execution.grad_checkpointing and not task.can_checkpoint_activations
             if unable:  # the run trains it without (as the trainer does)
                 self.execution = execution.model_copy(update={"grad_checkpointing": False})
             elif execution.grad_checkpointing:

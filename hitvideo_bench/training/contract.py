@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..contract import overrides
 from ..errors import BadInput, ContractError
 
 if TYPE_CHECKING:
@@ -143,8 +144,14 @@ class TrainingTask(ABC):
         """Recompute activations in backward (``run.grad_checkpointing``): called with True before the first step when
         the run asks for it, with False once training ends. An opt-in ability: a task that does not override it
         trains without activation checkpointing, and the run says so (the trainer asks
-        :func:`~hitvideo_bench.contract.overrides` first)."""
+        :attr:`can_checkpoint_activations` first)."""
         raise TypeError(f"{type(self).__name__} does not implement checkpoint_activations()")
+
+    @property
+    def can_checkpoint_activations(self) -> bool:
+        """Whether this task implements :meth:`checkpoint_activations` (asked by the trainer and the memory
+        estimate before ``run.grad_checkpointing`` turns it on)."""
+        return overrides(self, TrainingTask, "checkpoint_activations")
 
     def shard_units(self) -> list[torch.nn.Module]:
         """The submodules ``run.strategy: fsdp`` shards, each on its own (e.g. transformer blocks, embeddings and

@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import sharding
-from ..contract import overrides
 from ..errors import BadInput, ContractError
 from .batches import StepBatches, to_device
 from .contract import Execution, TrainConfig, TrainingTask, collate_videos, train_config
@@ -381,7 +380,7 @@ def _training_step(task: TrainingTask, batch: Any, step: int, trainer: Trainer) 
 def _checkpoint_activations(task: TrainingTask) -> bool:
     """Switch activation checkpointing on (``run.grad_checkpointing``); a task without the ability trains without it,
     said on stderr (the setting applies to every training of a run, and some tasks have little to recompute)."""
-    if not overrides(task, TrainingTask, "checkpoint_activations"):
+    if not task.can_checkpoint_activations:
         if is_main_process():
             print(f"hitbench: {type(task).__name__} does not implement checkpoint_activations(): it trains without "
                   "activation checkpointing (run.grad_checkpointing)", file=sys.stderr, flush=True)

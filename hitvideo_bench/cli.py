@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import cpumode, faults
+from . import allocator, cpumode, faults
 from .errors import BadInput, HitbenchError
 
 
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "native_cpu", False):
             os.environ[cpumode.SWITCH] = "0"  # inherited by --jobs workers and torchrun ranks
         cpumode.apply()  # before any kernel runs: see hitvideo_bench/cpumode.py
+        allocator.apply()
         if (why := cpumode.not_in_force()) is not None:
             print(f"hitbench: warning: reproducible CPU mode not in force: {why}", file=sys.stderr)
         from .manager import get_plugins

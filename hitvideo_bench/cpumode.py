@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import allocator
 from .errors import BadInput
 
 SWITCH = "HITBENCH_REPRODUCIBLE_CPU"
@@ -87,11 +88,12 @@ def kernel_level(machine: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """The machine a process computes on, for the manifest: CPU, kernel level, caps in force, threads, lock."""
+    """The machine a process computes on, for the manifest: CPU, kernel level, caps in force, threads, lock, and
+    whether malloc is tuned (speed only: see hitvideo_bench/allocator.py)."""
     import torch
 
     level = torch.backends.cpu.get_cpu_capability()
     return {"cpu": cpu_model(), "arch": platform.machine(), "cpu_capability": level,
             "reproducible_cpu": enabled() and is_x86_64() and level not in ABOVE_CAP,
             "cpu_caps": {name: os.environ[name] for name in CAPS if name in os.environ},
-            "threads": torch.get_num_threads(), "lock_sha256": lock_hash()}
+            "threads": torch.get_num_threads(), "lock_sha256": lock_hash(), "malloc_tuned": allocator.in_force()}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import sharding
+from .. import allocator, sharding
 from ..errors import BadInput, ContractError
 from .batches import StepBatches, to_device
 from .contract import Execution, TrainConfig, TrainingTask, collate_videos, train_config
@@ -292,6 +292,7 @@ def train(task: TrainingTask, data: torch.utils.data.Dataset, cfg: TrainConfig, 
     """
     from tqdm.auto import tqdm
 
+    allocator.apply()  # each step reuses the last one's freed memory (see hitvideo_bench/allocator.py)
     device = torch.device(device)
     workdir = Path(workdir)
     ckpt = workdir / CHECKPOINT

@@ -2,7 +2,7 @@
 
 PyTorch's CPU tensors come straight from malloc. With glibc's defaults a training step's buffers (a few MB each)
 are returned to the kernel when freed (the heap's top trimmed, large chunks unmapped) and faulted in afresh, zeroed,
-on the next step: at tiny a tokenizer step spent about 11 % of its CPU time so, mostly in the kernel
+on the next step: at tiny a tokenizer step spent about a tenth of its CPU time so, mostly in the kernel
 (benchmarks/RESULTS.md). :func:`apply` fixes malloc's thresholds (``mallopt``): blocks under 32 MiB, glibc's largest
 threshold, come from the heap, and up to 1 GiB of free heap is kept. Numbers do not change (PyTorch aligns every
 buffer to 64 bytes either way); a process's memory stays at its peak instead of shrinking between steps. On by

@@ -1,13 +1,13 @@
 """glibc malloc tuned for training loops: freed tensor memory stays in the process for the next step.
 
-PyTorch's CPU tensors come straight from malloc. With glibc's defaults a training step's buffers (a few MB each)
-are returned to the kernel when freed (the heap's top trimmed, large chunks unmapped) and faulted in afresh, zeroed,
-on the next step: at tiny a tokenizer step spent about a tenth of its CPU time so, mostly in the kernel
-(benchmarks/RESULTS.md). :func:`apply` fixes malloc's thresholds (``mallopt``): blocks under 32 MiB, glibc's largest
-threshold, come from the heap, and up to 1 GiB of free heap is kept. Numbers do not change (PyTorch aligns every
-buffer to 64 bytes either way); a process's memory stays at its peak instead of shrinking between steps. On by
-default in the ``hitbench`` command and in training; ``HITBENCH_TUNE_MALLOC=0`` leaves glibc's defaults. Without
-effect where the C library is not glibc (macOS, musl).
+PyTorch's CPU tensors come straight from malloc. With glibc's defaults a training step's buffers are returned to the
+kernel when freed (the heap's top trimmed, blocks of 32 MiB and more always unmapped) and faulted in afresh, zeroed,
+on the next step: at tiny a tokenizer step spent about a tenth of its CPU time so, a generator step (its logits over
+the 4096 codes are 32 MiB) about as much (benchmarks/RESULTS.md). :func:`apply` sets malloc's options (``mallopt``):
+every block comes from the heap, none from a mapping of its own, and up to 1 GiB of free heap is kept. Numbers do not
+change (PyTorch aligns every buffer to 64 bytes either way); a process's memory stays at its peak instead of
+shrinking between steps. On by default in the ``hitbench`` command and in training; ``HITBENCH_TUNE_MALLOC=0`` leaves
+glibc's defaults. Without effect where the C library is not glibc (macOS, musl).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from .errors import BadInput
 
 SWITCH = "HITBENCH_TUNE_MALLOC"
 #: mallopt's parameter numbers (glibc's malloc.h) and the values set
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-SETTINGS = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 1 << 30}
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+SETTINGS = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 1 << 30}
 
 _applied: bool | None = None
 

@@ -3,7 +3,7 @@
 PyTorch's CPU tensors come straight from malloc. With glibc's defaults a training step's buffers are returned to the
 kernel when freed (the heap's top trimmed, blocks of 32 MiB and more always unmapped) and faulted in afresh, zeroed,
 on the next step: at tiny a tokenizer step spent about a tenth of its CPU time so, a generator step (its logits over
-the 4096 codes are 32 MiB) about as much (benchmarks/RESULTS.md). :func:`apply` sets malloc's options (``mallopt``):
+the 4096 codes are 32 MiB) 12-21 % (benchmarks/RESULTS.md). :func:`apply` sets malloc's options (``mallopt``):
 every block comes from the heap, none from a mapping of its own, and up to 1 GiB of free heap is kept. Numbers do not
 change (PyTorch aligns every buffer to 64 bytes either way); a process's memory stays at its peak instead of
 shrinking between steps. On by default in the ``hitbench`` command and in training; ``HITBENCH_TUNE_MALLOC=0`` leaves

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
 
-from .errors import BadInput
+from .switches import switch
 
 SWITCH = "HITBENCH_TUNE_MALLOC"
 #: mallopt's parameter numbers (glibc's malloc.h) and the values set
@@ -29,15 +28,11 @@ _applied: bool | None = None
 
 def enabled() -> bool:
     """Whether the tuning is asked for (``HITBENCH_TUNE_MALLOC``: 1, the default, or 0)."""
-    value = os.environ.get(SWITCH, "1").strip()
-    if value not in ("0", "1"):
-        raise BadInput(f"{SWITCH}={value!r}: allowed values are 1 (keep freed memory for the next step, the default) "
-                       "and 0 (glibc's own malloc thresholds)")
-    return value == "1"
+    return switch(SWITCH, "keep freed memory for the next step", "glibc's own malloc options")
 
 
 def apply() -> bool:
-    """Set the thresholds once per process when enabled and on glibc; whether they are in force."""
+    """Set the options once per process when enabled and on glibc; whether they are in force."""
     global _applied
     if _applied is None:
         _applied = False

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import allocator
-from .errors import BadInput
+from .switches import switch
 
 SWITCH = "HITBENCH_REPRODUCIBLE_CPU"
 #: the environment each library reads its instruction-set cap from, and the common x86-64 level
@@ -32,10 +32,7 @@ LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the mode is asked for (``HITBENCH_REPRODUCIBLE_CPU``: 1, the default, or 0)."""
-    value = environ.get(SWITCH, "1").strip()
-    if value not in ("0", "1"):
-        raise BadInput(f"{SWITCH}={value!r}: allowed values are 1 (reproducible CPU kernels, the default) and 0")
-    return value == "1"
+    return switch(SWITCH, "kernels capped at AVX2 on x86-64", "the CPU's own kernels", environ)
 
 
 def is_x86_64() -> bool:

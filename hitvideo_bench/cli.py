@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         cpumode.apply()  # before any kernel runs: see hitvideo_bench/cpumode.py
         allocator.apply()
         if (why := cpumode.not_in_force()) is not None:
-            print(f"hitbench: warning: reproducible CPU mode not in force: {why}", file=sys.stderr)
+            print(f"hitbench: warning: reproducible CPU mode not fully in force: {why}", file=sys.stderr)
         from .manager import get_plugins
 
         get_plugins(args.plugins)

@@ -104,6 +104,7 @@ def test_on_a_cpu_not_intels_the_mode_warns_of_mkl_and_tables_tell_the_vendors_a
     from hitvideo_bench.report.notes import kernel_notes
 
     monkeypatch.setattr(cpumode, "is_x86_64", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # the suite may run uncapped
     monkeypatch.setattr(cpumode, "cpu_vendor", lambda: "AuthenticAMD")
     monkeypatch.setenv(cpumode.SWITCH, "1")
     monkeypatch.setenv("MKL_CBWR", "AVX2")

@@ -13,6 +13,7 @@ effect on other architectures (ARM) and on GPU kernels. docs/running.md says wha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -80,21 +81,33 @@ def not_in_force() -> str | None:
         return (f"torch already chose its {level} kernels in this process before the cap was set, so its numbers "
                 "can differ from an AVX2 machine's; start hitbench as a process of its own")
     vendor, branch = cpu_vendor(), os.environ.get("MKL_CBWR")
-    if vendor not in (None, INTEL) and branch != ANY_VENDOR_MKL:
+    if mkl_follows_the_cpu(vendor, branch):
         return (f"MKL keeps its {branch} branch on Intel CPUs only, so on this {vendor} CPU its matrix products "
                 f"can round differently from an Intel machine's; {SWITCH}=any-vendor gives MKL its "
                 f"{ANY_VENDOR_MKL} branch on every x86-64 CPU (slower matrix products; docs/running.md)")
     return None
 
 
-def _cpuinfo(*keys: str) -> str | None:
-    """The first Linux ``/proc/cpuinfo`` field whose name starts with one of ``keys`` (lower case)."""
+def mkl_follows_the_cpu(vendor: str | None, branch: str | None) -> bool:
+    """Whether MKL picks its own branch on a CPU of ``vendor`` under ``MKL_CBWR=branch``: it keeps a branch other
+    than COMPATIBLE on Intel CPUs only (an unrecorded vendor counts as Intel's)."""
+    return vendor not in (None, INTEL) and branch != ANY_VENDOR_MKL
+
+
+@functools.cache
+def _cpuinfo_lines() -> tuple[str, ...]:
+    """Linux ``/proc/cpuinfo``, read once a process (empty elsewhere)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith(keys):
-                return line.split(":", 1)[1].strip()
+        return tuple(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines())
     except OSError:
-        pass
+        return ()
+
+
+def _cpuinfo(*keys: str) -> str | None:
+    """The first ``/proc/cpuinfo`` field whose name starts with one of ``keys`` (lower case)."""
+    for line in _cpuinfo_lines():
+        if line.lower().startswith(keys):
+            return line.split(":", 1)[1].strip()
     return None
 
 
@@ -119,9 +132,10 @@ def kernel_level(machine: dict[str, Any]) -> str:
     level = machine.get("cpu_capability", "unknown")
     if not machine.get("reproducible_cpu"):
         return f"{level} (native)"
-    if (machine.get("cpu_caps") or {}).get("MKL_CBWR") == ANY_VENDOR_MKL:
+    branch, vendor = (machine.get("cpu_caps") or {}).get("MKL_CBWR"), machine.get("cpu_vendor")
+    if branch == ANY_VENDOR_MKL:
         return f"{level} (reproducible mode, any vendor)"
-    if (vendor := machine.get("cpu_vendor")) not in (None, INTEL):
+    if mkl_follows_the_cpu(vendor, branch):
         return f"{level} (reproducible mode, MKL's own branch on {vendor})"
     return f"{level} (reproducible mode)"
 
